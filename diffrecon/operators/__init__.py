@@ -1,0 +1,32 @@
+"""Forward models with exact adjoints (see :mod:`diffrecon.operators.base`)."""
+
+from .base import Adjoint, Composition, Identity, LinearOperator, Scaled, Sum, VStack
+from .elementary import FiniteDifference, Mask
+from .geometry import (
+    ConeGeometry,
+    FanGeometry,
+    ParallelGeometry,
+    geometry_from_dict,
+    limited_angles,
+    sparse_angles,
+)
+from .slicewise import SliceWise
+
+__all__ = [
+    "Adjoint",
+    "Composition",
+    "ConeGeometry",
+    "FanGeometry",
+    "FiniteDifference",
+    "Identity",
+    "LinearOperator",
+    "Mask",
+    "ParallelGeometry",
+    "Scaled",
+    "SliceWise",
+    "Sum",
+    "VStack",
+    "geometry_from_dict",
+    "limited_angles",
+    "sparse_angles",
+]
