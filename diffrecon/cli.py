@@ -1,0 +1,57 @@
+"""The ``diffrecon`` command line.
+
+Each sub-command lives in its own module under :mod:`diffrecon.commands` with two functions,
+``add_parser(subparsers)`` and ``run(args) -> int``; this file only lists them, so heavy imports
+happen only for the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import DiffreconError
+
+# (command name, module under diffrecon.commands)
+COMMANDS: list[tuple[str, str]] = [
+    ("info", "info"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffrecon",
+        description="Reconstruct images from indirect measurements (CT, MRI, HSI, PDE) with exact operators "
+        "and diffusion priors.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _, module in COMMANDS:
+        importlib.import_module(f"diffrecon.commands.{module}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DiffreconError as exc:
+        print(f"diffrecon {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"diffrecon {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Atomic, non-clobbering output: write to a temporary file beside the target, then rename.
+
+A failure part-way (an exception, a kill) leaves either the old file or nothing, never a half-written
+result, and an existing output is only replaced when the caller asked for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import tempfile
+from typing import Iterator
+
+from ..errors import OutputExistsError
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
+    """Return ``path`` as a Path; raise :class:`OutputExistsError` if it exists and ``overwrite`` is False."""
+    p = pathlib.Path(path)
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False, suffix: str | None = None) -> Iterator[pathlib.Path]:
+    """Yield a temporary path in the target's folder; on success rename it onto ``path``.
+
+    ``suffix`` defaults to the target's full suffix (``.nii.gz``, ``.npz``) so writers that infer the
+    format from the name keep working.
+    """
+    target = check_writable(path, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes) if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = pathlib.Path(tmp_name)
+    try:
+        yield tmp
+        if not overwrite and target.exists():
+            raise OutputExistsError(f"{target} appeared while writing; refusing to replace it")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = False) -> pathlib.Path:
+    """Write a text file atomically."""
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(text)
+    return pathlib.Path(path)
