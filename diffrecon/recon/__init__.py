@@ -1,0 +1,28 @@
+"""Reconstruction algorithms: analytic (FBP/FDK), classical iterative (CG, ADMM-TV, SENSE) and
+diffusion-based solvers. Names resolve lazily to their modules, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "cg": "classical",
+    "admm_tv": "classical",
+    "ADMMTV": "classical",
+    "soft_threshold": "classical",
+    "fbp": "fbp",
+    "fdk": "fbp",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
