@@ -15,6 +15,9 @@ from .errors import DiffreconError
 
 # (command name, module under diffrecon.commands)
 COMMANDS: list[tuple[str, str]] = [
+    ("demo", "demo"),
+    ("simulate", "simulate"),
+    ("reconstruct", "reconstruct"),
     ("info", "info"),
 ]
 

@@ -1,0 +1,31 @@
+"""File I/O: NIfTI volumes (affine and header kept), sinograms with geometry, atomic writes."""
+
+from __future__ import annotations
+
+import importlib
+
+from .atomic import atomic_path, check_writable, write_text_atomic
+from .nifti import NiftiVolume, load_nifti, save_nifti
+from .sinogram import SinogramFile, load_sinogram, save_sinogram
+
+_LAZY = {"load_kspace": "kspace", "save_kspace": "kspace"}
+
+__all__ = [
+    "NiftiVolume",
+    "SinogramFile",
+    "atomic_path",
+    "check_writable",
+    "load_kspace",
+    "load_nifti",
+    "load_sinogram",
+    "save_kspace",
+    "save_nifti",
+    "save_sinogram",
+    "write_text_atomic",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""NIfTI volumes in and out, keeping the affine and header so results align with their source."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import FileFormatError, InputDataError
+from .atomic import atomic_path
+
+
+@dataclass
+class NiftiVolume:
+    """A volume as read from disk: data in the file's voxel order, its 4×4 affine and header."""
+
+    data: torch.Tensor
+    affine: np.ndarray
+    header: object  # nibabel.Nifti1Header
+
+    def __iter__(self):  # allows ``vol, affine, header = load_nifti(path)``
+        return iter((self.data, self.affine, self.header))
+
+
+def load_nifti(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> NiftiVolume:
+    """Read a 3-D NIfTI file (``.nii`` or ``.nii.gz``).
+
+    Returns the voxel array as a tensor of ``dtype`` in the file's own axis order (no reorientation;
+    the affine maps voxel indices to scanner millimetres), the affine and the header.
+
+    Raises:
+        FileFormatError: the file is missing or not a readable NIfTI image.
+        InputDataError: the image is not 3-D (a trailing singleton 4th axis is dropped) or holds NaN/Inf.
+    """
+    import nibabel as nib
+
+    if not os.path.exists(path):
+        raise FileFormatError(f"{path}: no such file (expected a NIfTI volume)")
+    try:
+        img = nib.load(os.fspath(path))
+        arr = np.asarray(img.dataobj, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    except Exception as exc:  # nibabel raises several unrelated types for bad files
+        raise FileFormatError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise InputDataError(f"{path}: expected a 3-D volume, found an array of shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InputDataError(f"{path}: expected finite voxel values, found {int((~np.isfinite(arr)).sum())} NaN/Inf")
+    return NiftiVolume(torch.from_numpy(np.ascontiguousarray(arr)).to(dtype), np.asarray(img.affine, dtype=np.float64),
+                       img.header)
+
+
+def save_nifti(
+    path: str | os.PathLike,
+    volume: torch.Tensor | np.ndarray,
+    affine: np.ndarray | None = None,
+    header=None,
+    overwrite: bool = False,
+) -> None:
+    """Write a 3-D volume as NIfTI atomically, with ``affine`` and (a copy of) ``header``.
+
+    The stored data type is float32 whatever the source header said (a reconstruction is not an
+    integer image). ``volume`` may be a tensor on any device or a MONAI ``MetaTensor`` (its affine is
+    used when ``affine`` is None).
+    """
+    import nibabel as nib
+
+    if affine is None and hasattr(volume, "affine"):
+        affine = np.asarray(volume.affine.cpu() if hasattr(volume.affine, "cpu") else volume.affine)
+    arr = volume.detach().cpu().float().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume, np.float32)
+    if arr.ndim != 3:
+        raise InputDataError(f"save_nifti: expected a 3-D volume, found shape {arr.shape}")
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputDataError(f"save_nifti: expected a 4x4 affine, found shape {affine.shape}")
+    hdr = header.copy() if header is not None else None
+    img = nib.Nifti1Image(arr.astype(np.float32), affine, header=hdr)
+    img.set_data_dtype(np.float32)
+    img.header["scl_slope"], img.header["scl_inter"] = np.nan, np.nan  # data are stored unscaled
+    with atomic_path(path, overwrite) as tmp:
+        nib.save(img, os.fspath(tmp))

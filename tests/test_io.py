@@ -1,0 +1,139 @@
+"""NIfTI and sinogram I/O: round trips keep affine/header/geometry; bad files give clear errors."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from diffrecon import FileFormatError, GeometryError, InputDataError, OutputExistsError
+from diffrecon.io import atomic_path, load_nifti, load_sinogram, save_nifti, save_sinogram
+from diffrecon.operators import ParallelGeometry, sparse_angles
+
+
+def _affine():
+    a = np.diag([1.5, -2.0, 3.0, 1.0])
+    a[:3, 3] = [10.0, -20.0, 5.0]
+    return a
+
+
+def test_nifti_roundtrip_keeps_affine_and_header(tmp_path):
+    src = tmp_path / "src.nii.gz"
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    img = nib.Nifti1Image(data, _affine())
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = b"source volume"
+    nib.save(img, src)
+    vol, affine, header = load_nifti(src)
+    assert vol.dtype == torch.float32 and vol.shape == (4, 5, 6)
+    np.testing.assert_allclose(affine, _affine())
+    out = tmp_path / "out.nii.gz"
+    save_nifti(out, vol * 0.5, affine, header)
+    back = nib.load(out)
+    np.testing.assert_allclose(back.affine, _affine())
+    assert back.header.get_xyzt_units() == ("mm", "sec")
+    assert back.header["descrip"].tobytes().startswith(b"source volume")
+    assert back.get_data_dtype() == np.float32
+    np.testing.assert_allclose(np.asarray(back.dataobj), data * 0.5)
+
+
+def test_save_nifti_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "x.nii.gz"
+    save_nifti(out, torch.zeros(2, 2, 2))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        save_nifti(out, torch.ones(2, 2, 2))
+    assert np.asarray(nib.load(out).dataobj).max() == 0  # untouched
+    save_nifti(out, torch.ones(2, 2, 2), overwrite=True)
+    assert np.asarray(nib.load(out).dataobj).min() == 1
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "result.npz"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed half-way")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"not a nifti file at all"])
+def test_load_nifti_unreadable(tmp_path, content):
+    p = tmp_path / "bad.nii.gz"
+    p.write_bytes(content)
+    with pytest.raises(FileFormatError, match="not a readable NIfTI"):
+        load_nifti(p)
+    with pytest.raises(FileFormatError, match="no such file"):
+        load_nifti(tmp_path / "missing.nii.gz")
+
+
+def test_load_nifti_rejects_nan_and_wrong_rank(tmp_path):
+    p = tmp_path / "nan.nii.gz"
+    d = np.zeros((3, 3, 3), np.float32)
+    d[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(d, np.eye(4)), p)
+    with pytest.raises(InputDataError, match="NaN"):
+        load_nifti(p)
+    p2 = tmp_path / "2d.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((3, 3), np.float32), np.eye(4)), p2)
+    with pytest.raises(InputDataError, match="3-D"):
+        load_nifti(p2)
+
+
+def _geom():
+    return ParallelGeometry((6, 5), sparse_angles(3), 9, 1.0)
+
+
+def test_sinogram_roundtrip(tmp_path):
+    g = _geom()
+    sino = torch.randn(4, 3, 9)
+    p = tmp_path / "s.npz"
+    save_sinogram(p, sino, g, {"slice_axis": 2, "affine": _affine(), "noise_sigma": 0.1})
+    f = load_sinogram(p)
+    torch.testing.assert_close(f.sinogram, sino)
+    assert f.geometry.to_dict() == g.to_dict()
+    assert f.slice_axis == 2
+    np.testing.assert_allclose(f.affine, _affine())
+    with np.load(p, allow_pickle=False) as z:  # geometry stored beside the data as JSON
+        assert json.loads(str(z["geometry"]))["kind"] == "parallel"
+
+
+def test_sinogram_errors(tmp_path):
+    g = _geom()
+    with pytest.raises(InputDataError, match=r"\(n_slices, 3 angles, 9 detectors\).*found \(4, 3, 8\)"):
+        save_sinogram(tmp_path / "a.npz", torch.zeros(4, 3, 8), g)
+    p = tmp_path / "b.npz"
+    np.savez(p, sinogram=np.zeros((2, 3, 9), np.float32))
+    with pytest.raises(FileFormatError, match="missing.*geometry"):
+        load_sinogram(p)
+    p2 = tmp_path / "c.npz"
+    np.savez(p2, sinogram=np.zeros((2, 3, 9), np.float32), geometry=np.array(json.dumps({"kind": "helix"})))
+    with pytest.raises(GeometryError, match="kind"):
+        load_sinogram(p2)
+    p3 = tmp_path / "d.npz"
+    bad = np.zeros((2, 3, 9), np.float32)
+    bad[0, 0, 0] = np.inf
+    np.savez(p3, sinogram=bad, geometry=np.array(json.dumps(g.to_dict())))
+    with pytest.raises(InputDataError, match="NaN/Inf"):
+        load_sinogram(p3)
+    p4 = tmp_path / "e.npz"
+    p4.write_bytes(b"garbage")
+    with pytest.raises(FileFormatError, match="not a readable"):
+        load_sinogram(p4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"angles": []}, "at least one view"),
+        ({"angles": [0.0, float("nan")]}, "finite"),
+        ({"n_detectors": 0}, "positive integer"),
+        ({"detector_spacing": -1.0}, "positive"),
+        ({"image_shape": (5,)}, "2 positive integers"),
+    ],
+)
+def test_geometry_validation(kwargs, match):
+    args = {"image_shape": (6, 5), "angles": sparse_angles(3), "n_detectors": 9, "detector_spacing": 1.0, **kwargs}
+    with pytest.raises(GeometryError, match=match):
+        ParallelGeometry(**args)
