@@ -12,9 +12,15 @@ from .io.atomic import atomic_path
 from .metrics import DEFAULT_PLANES
 
 
-def _central(vol: np.ndarray, axis: int, index: int | None) -> np.ndarray:
-    k = vol.shape[axis] // 2 if index is None else index
-    return np.take(vol, k, axis=axis)
+def _central(vol: np.ndarray, axis: int, superior_axis: int | None) -> np.ndarray:
+    """Central slice along ``axis``, oriented so the superior direction points up when it is in-plane."""
+    img = np.take(vol, vol.shape[axis] // 2, axis=axis)
+    if superior_axis is None or superior_axis == axis:
+        return img
+    remaining = [a for a in range(vol.ndim) if a != axis]
+    if remaining.index(superior_axis) == 1:
+        img = img.T
+    return img[::-1]
 
 
 def save_montage(
@@ -24,6 +30,7 @@ def save_montage(
     planes: Mapping[str, int] | None = None,
     titles: Mapping[str, str] | None = None,
     error_scale: float = 0.25,
+    superior_axis: int | None = 0,
     overwrite: bool = False,
 ) -> None:
     """Save a PNG grid: one row per volume, columns = central slice of each plane (+ |error| maps).
@@ -35,6 +42,8 @@ def save_montage(
             |volume − reference| per plane (shared colour scale 0 … ``error_scale``·range).
         planes: plane name → axis (default axial 0, coronal 1, sagittal 2).
         titles: optional row labels (e.g. with PSNR), name → text.
+        superior_axis: array axis whose increasing index points superior (head-wards); coronal and
+            sagittal panels are oriented with it pointing up. ``None`` shows slices as stored.
     """
     import matplotlib
 
@@ -51,7 +60,7 @@ def save_montage(
     fig, axes = plt.subplots(len(arrays), n_cols, figsize=(1.9 * n_cols, 1.9 * len(arrays) + 0.3), squeeze=False)
     for r, (name, vol) in enumerate(arrays.items()):
         for c, (plane, axis) in enumerate(planes.items()):
-            img = _central(vol, axis, None)
+            img = _central(vol, axis, superior_axis)
             ax = axes[r, c]
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             if r == 0:
@@ -61,7 +70,7 @@ def save_montage(
             if ref is not None:
                 ax_e = axes[r, len(planes) + c]
                 if name != reference:
-                    err = np.abs(img - _central(ref, axis, None))
+                    err = np.abs(img - _central(ref, axis, superior_axis))
                     ax_e.imshow(err, cmap="inferno", vmin=0, vmax=error_scale * (hi - lo), interpolation="nearest")
                 if r == 0:
                     ax_e.set_title(f"|error| {plane}", fontsize=9)

@@ -1,0 +1,16 @@
+"""Every script in examples/ runs (on a tiny size) and writes its figure."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_ct_classical_example_runs(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "examples" / "ct_sparse_view_classical.py"), "--out", str(tmp_path),
+                    "--size", "16"], check=True, cwd=ROOT)
+    assert (tmp_path / "ct_classical.png").stat().st_size > 1000
