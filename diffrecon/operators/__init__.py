@@ -1,6 +1,7 @@
 """Forward models with exact adjoints (see :mod:`diffrecon.operators.base`)."""
 
 from .base import Adjoint, Composition, Identity, LinearOperator, Scaled, Sum, VStack
+from .ct import FanBeam2D, ParallelBeam2D, operator_from_geometry
 from .elementary import FiniteDifference, Mask
 from .geometry import (
     ConeGeometry,
@@ -26,6 +27,9 @@ __all__ = [
     "SliceWise",
     "Sum",
     "VStack",
+    "FanBeam2D",
+    "ParallelBeam2D",
+    "operator_from_geometry",
     "geometry_from_dict",
     "limited_angles",
     "sparse_angles",

@@ -1,7 +1,9 @@
 """CT acquisition geometries: plain data with explicit conventions, validated on construction.
 
 Conventions (identical to ASTRA's ``parallel`` / ``fanflat`` / ``cone`` geometries, so a diffrecon
-sinogram and an ASTRA sinogram of the same image agree without flips or shifts):
+sinogram and an ASTRA sinogram of the same image agree without flips or shifts; checked against
+astra-toolbox 2.5's ``parallel``→``parallel_vec`` and ``fanflat``→``fanflat_vec`` conversions and
+by ``tests/test_ct_projectors.py``):
 
 * **Units.** Lengths are in pixel (voxel) units: one image pixel is 1 × 1. Angles are in radians.
 * **Image axes.** A 2D image is an array ``(H, W)`` = (rows, columns). Its centre is the origin;
@@ -13,7 +15,9 @@ sinogram and an ASTRA sinogram of the same image agree without flips or shifts):
 * **Parallel beam** at angle θ: rays run along (sin θ, −cos θ); detector bin j sits at signed
   offset u_j = (j − (n − 1)/2)·s along (cos θ, sin θ).
 * **Fan beam** at angle θ: the source is at S·(sin θ, −cos θ), the (flat) detector centre at
-  −D·(sin θ, −cos θ), bin j at that centre + u_j·(cos θ, sin θ).
+  −D·(sin θ, −cos θ), bin j at that centre + u_j·(cos θ, sin θ); u_j and the spacing are measured
+  on the detector (so at the rotation centre a bin is s·S/(S + D) wide). Ray (a, j) is the whole
+  line through the source and bin j.
 * **Cone beam** (circular orbit about z): source S·(sin θ, −cos θ, 0), flat detector centred at
   −D·(sin θ, −cos θ, 0) with column direction (cos θ, sin θ, 0)·s_col and row direction
   (0, 0, 1)·s_row; projections are arrays ``(n_angles, det_rows, det_cols)``.
@@ -76,8 +80,22 @@ def default_n_detectors(image_shape: Sequence[int], detector_spacing: float = 1.
     return int(math.ceil(math.hypot(h, w) / detector_spacing))
 
 
-@dataclass(frozen=True)
-class ParallelGeometry:
+class _ValueEquality:
+    """Equality and hashing by value (the ``to_dict`` form), so geometries holding numpy angle arrays
+    compare with ``==`` and can key dictionaries."""
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        d = self.to_dict()
+        return hash(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(d.items())))
+
+
+@dataclass(frozen=True, eq=False)
+class ParallelGeometry(_ValueEquality):
     """2D parallel beam. ``angles`` in radians, ``detector_spacing`` in pixels."""
 
     image_shape: tuple[int, int]
@@ -114,8 +132,8 @@ class ParallelGeometry:
         }
 
 
-@dataclass(frozen=True)
-class FanGeometry:
+@dataclass(frozen=True, eq=False)
+class FanGeometry(_ValueEquality):
     """2D fan beam with a flat detector; distances from the rotation centre, in pixels."""
 
     image_shape: tuple[int, int]
@@ -163,8 +181,8 @@ class FanGeometry:
         }
 
 
-@dataclass(frozen=True)
-class ConeGeometry:
+@dataclass(frozen=True, eq=False)
+class ConeGeometry(_ValueEquality):
     """3D cone beam on a circular orbit about the z axis, flat detector ``(rows, cols)``."""
 
     volume_shape: tuple[int, int, int]
