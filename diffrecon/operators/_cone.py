@@ -165,15 +165,24 @@ class ConeBeam3D(LinearOperator):
         return self._astra
 
     # -- torch backend ----------------------------------------------------------------------------
+    #
+    # The bilinear weight of a sample factorises into (minor-axis weight) × (slice-axis weight), and
+    # for a circular orbit about z the minor-axis position of a ray's sample in plane p does not
+    # depend on the detector row. So a view chunk is applied in two sparse stages:
+    #   1. sheet[k, (a, c, p)] = Σ_b w_minor[a, c, p, b] · vol[k, m0 + b, plane p]      (all slices k)
+    #   2. proj[a, r, c] = Σ_p step[a, r, c] · Σ_e w_slice[a, r, c, p, e] · sheet[k0 + e, (a, c, p)]
+    # Stage 1 gathers D·A·C·P·2 values, stage 2 A·R·C·P·2, instead of A·R·C·P·4 for the full
+    # bilinear gather, and the index arithmetic of stage 1 is shared by every detector row. The
+    # adjoint runs the transposed stages with index_add_, with the same indices and weights.
     def _samples_per_view(self) -> int:
         g = self.geometry
-        d, h, w = g.volume_shape
-        return g.detector_shape[0] * g.detector_shape[1] * max(h, w) * 4
+        n_z, n_y, n_x = g.volume_shape
+        n_r, n_c = g.detector_shape
+        return n_c * max(n_y, n_x) * (2 * n_r + 2 * n_z)
 
     def _torch_apply(self, t: Tensor, adjoint: bool) -> Tensor:
         g = self.geometry
-        vol = g.volume_shape
-        n_vox = math.prod(vol)
+        n_z, n_y, n_x = g.volume_shape
         n_in = len(self.out_shape if adjoint else self.in_shape)
         lead = t.shape[: t.ndim - n_in]
         batch = math.prod(lead)
@@ -182,34 +191,48 @@ class ConeBeam3D(LinearOperator):
         if work.dtype != calc_dtype:
             work = work.to(calc_dtype)
         n_views = g.n_angles
-        per_view = self._samples_per_view() * max(batch, 1)
-        chunk = max(1, min(n_views, self.chunk_samples // max(per_view, 1)))
+        n_r, n_c = g.detector_shape
+        chunk = max(1, min(n_views, self.chunk_samples // max(self._samples_per_view() * max(batch, 1), 1)))
         if adjoint:
-            out = torch.zeros(batch, n_vox, dtype=calc_dtype, device=t.device)
+            out = torch.zeros(batch, n_z, n_y * n_x, dtype=calc_dtype, device=t.device)
             for a0 in range(0, n_views, chunk):
                 a1 = min(n_views, a0 + chunk)
-                idx, wts = self._ray_samples(a0, a1, calc_dtype, t.device)
-                contrib = work[:, a0:a1].reshape(batch, -1, 1) * wts[None]
-                out.index_add_(1, idx.reshape(-1), contrib.reshape(batch, -1))
-            res = out.reshape(*lead, *vol)
+                q_idx, q_w, k_idx, k_w = self._ray_samples(a0, a1, calc_dtype, t.device)
+                n_sheet = q_idx.shape[0]
+                # stage 2ᵀ: spread each ray value over its (plane, slice) samples of the sheet
+                contrib = work[:, a0:a1].reshape(batch, -1, 1) * k_w[None]  # (B, A·R·C, P·2)
+                sheet = torch.zeros(batch, n_sheet * n_z, dtype=calc_dtype, device=t.device)
+                sheet.index_add_(1, k_idx.reshape(-1), contrib.reshape(batch, -1))
+                # stage 1ᵀ: spread the sheet over the two minor-axis neighbours in each slice
+                sheet = sheet.reshape(batch, n_sheet, n_z).transpose(1, 2)  # (B, D, A·C·P)
+                for b in range(2):
+                    out.index_add_(2, q_idx[:, b], sheet * q_w[:, b])
+            res = out.reshape(*lead, n_z, n_y, n_x)
         else:
-            flat = work.reshape(batch, n_vox)
+            flat = work.reshape(batch, n_z, n_y * n_x)
             pieces = []
             for a0 in range(0, n_views, chunk):
                 a1 = min(n_views, a0 + chunk)
-                idx, wts = self._ray_samples(a0, a1, calc_dtype, t.device)
-                vals = torch.index_select(flat, 1, idx.reshape(-1)).reshape(batch, *wts.shape)
-                pieces.append((vals * wts).sum(-1))
+                q_idx, q_w, k_idx, k_w = self._ray_samples(a0, a1, calc_dtype, t.device)
+                sheet = (torch.index_select(flat, 2, q_idx[:, 0]) * q_w[:, 0]
+                         + torch.index_select(flat, 2, q_idx[:, 1]) * q_w[:, 1])  # (B, D, A·C·P)
+                sheet = sheet.transpose(1, 2).reshape(batch, -1)  # (B, A·C·P·D), slice fastest
+                vals = torch.index_select(sheet, 1, k_idx.reshape(-1)).reshape(batch, *k_w.shape)
+                pieces.append((vals * k_w).sum(-1))
             res = torch.cat(pieces, dim=1).reshape(*lead, *g.projection_shape)
         return res if res.dtype == t.dtype else res.to(t.dtype)
 
-    def _ray_samples(self, a0: int, a1: int, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
-        """Interpolation corners of every ray of views ``a0:a1``.
+    def _ray_samples(self, a0: int, a1: int, dtype: torch.dtype, device):
+        """Sparse factors of views ``a0:a1`` (A views, P = max(H, W) planes per ray).
 
-        Returns ``idx`` (int64) and ``wts`` (``dtype``), both of shape ``(n_rays, P·4)`` with
-        n_rays = (a1 − a0)·det_rows·det_cols and P = max(H, W) planes: ``idx`` are flat voxel
-        indices into ``(D, H, W)``, ``wts`` the bilinear weights times the step length (zero for
-        corners outside the volume, whose index is then 0).
+        Returns
+          * ``q_idx`` (int64, ``(A·C·P, 2)``) and ``q_w`` (``(A·C·P, 2)``): flat in-plane indices
+            (row·W + column) of the two minor-axis neighbours of the sample of column c in plane p,
+            and their linear weights (zero outside the volume or for unused planes);
+          * ``k_idx`` (int64, ``(A·R·C, P·2)``) and ``k_w``: indices into the sheet
+            ``(A·C·P, D)`` flattened slice-fastest, and the slice-axis linear weights times the
+            step length |d − s| / |(d − s)_dominant| (zero outside the volume).
+        Indices of zero-weight entries are clamped into range and never contribute.
         """
         g = self.geometry
         nz, ny, nx = g.volume_shape
@@ -217,59 +240,53 @@ class ConeBeam3D(LinearOperator):
         s_row, s_col = g.detector_spacing
         src_d, det_d = g.source_distance, g.detector_distance
         kw = dict(dtype=dtype, device=device)
+        n_a = a1 - a0
 
         theta = self.angles[a0:a1].to(**kw)
-        sin, cos = torch.sin(theta)[:, None, None, None], torch.cos(theta)[:, None, None, None]  # (A,1,1,1)
-        u = ((torch.arange(n_cols, **kw) - (n_cols - 1) / 2.0) * s_col)[None, None, :, None]  # (1,1,C,1)
-        v = ((torch.arange(n_rows, **kw) - (n_rows - 1) / 2.0) * s_row)[None, :, None, None]  # (1,R,1,1)
-        # source and ray direction (detector point − source); source z is 0
+        sin, cos = torch.sin(theta)[:, None, None], torch.cos(theta)[:, None, None]  # (A,1,1)
+        u = ((torch.arange(n_cols, **kw) - (n_cols - 1) / 2.0) * s_col)[None, :, None]  # (1,C,1)
+        v = ((torch.arange(n_rows, **kw) - (n_rows - 1) / 2.0) * s_row)  # (R,)
+        # source (z = 0) and in-plane ray direction (detector point − source)
         sx, sy = src_d * sin, -src_d * cos
-        dx = -(src_d + det_d) * sin + u * cos  # (A,1,C,1)
-        dy = (src_d + det_d) * cos + u * sin  # (A,1,C,1)
-        dz = v  # (1,R,1,1)
+        dx = -(src_d + det_d) * sin + u * cos  # (A,C,1)
+        dy = (src_d + det_d) * cos + u * sin
 
         n_planes = max(nx, ny)
-        p = torch.arange(n_planes, **kw)[None, None, None, :]  # (1,1,1,P)
-        xdom = dx.abs() >= dy.abs()  # (A,1,C,1)
-        # plane coordinate along the dominant axis, and the ray parameter t at that plane
-        plane = torch.where(xdom, p - (nx - 1) / 2.0, (ny - 1) / 2.0 - p)  # (A,1,C,P)
+        p = torch.arange(n_planes, **kw)  # (P,)
+        xdom = dx.abs() >= dy.abs()  # (A,C,1)
+        plane = torch.where(xdom, p - (nx - 1) / 2.0, (ny - 1) / 2.0 - p)  # (A,C,P)
         d_dom = torch.where(xdom, dx, dy)
-        t = (plane - torch.where(xdom, sx, sy)) / d_dom  # (A,1,C,P)
-        # fractional index along the in-plane minor axis (row i for x-rays, column j for y-rays)
+        t = (plane - torch.where(xdom, sx, sy)) / d_dom  # ray parameter at each plane, (A,C,P)
         minor = torch.where(xdom, (ny - 1) / 2.0 - (sy + t * dy), (sx + t * dx) + (nx - 1) / 2.0)
-        fz = t * dz + (nz - 1) / 2.0  # (A,R,C,P) fractional slice index
-        step = torch.sqrt(dx * dx + dy * dy + dz * dz) / d_dom.abs()  # (A,R,C,1)
 
+        # stage 1: minor-axis neighbours in each plane
         n_minor = torch.where(xdom, ny, nx)
-        stride_minor = torch.where(xdom, nx, 1)  # (A,1,C,1)
+        stride_minor = torch.where(xdom, nx, 1)
         stride_plane = torch.where(xdom, 1, nx)
         plane_ok = p < torch.where(xdom, nx, ny)
-
-        # in-plane (minor axis) linear weights, validity folded in: (A,1,C,P,2)
         m0 = torch.floor(minor)
         wm = minor - m0
         m0i = m0.to(torch.int64)
-        ok_m0 = ((m0i >= 0) & (m0i < n_minor) & plane_ok).to(dtype)
-        ok_m1 = ((m0i >= -1) & (m0i < n_minor - 1) & plane_ok).to(dtype)
-        w_minor = torch.stack(((1 - wm) * ok_m0, wm * ok_m1), dim=-1)
-        # slice-axis linear weights times the step length: (A,R,C,P,2)
+        ok0 = ((m0i >= 0) & (m0i < n_minor) & plane_ok).to(dtype)
+        ok1 = ((m0i >= -1) & (m0i < n_minor - 1) & plane_ok).to(dtype)
+        q0 = m0i * stride_minor + p.to(torch.int64) * stride_plane
+        q_idx = torch.stack((q0, q0 + stride_minor), dim=-1).clamp_(0, ny * nx - 1).reshape(-1, 2)
+        q_w = torch.stack(((1 - wm) * ok0, wm * ok1), dim=-1).reshape(-1, 2)
+
+        # stage 2: slice-axis neighbours for every detector row, (A,R,C,P)
+        fz = t[:, None] * v[None, :, None, None] + (nz - 1) / 2.0
         k0 = torch.floor(fz)
         wk = fz - k0
         k0i = k0.to(torch.int64)
-        ok_k0 = ((k0i >= 0) & (k0i < nz)).to(dtype)
-        ok_k1 = ((k0i >= -1) & (k0i < nz - 1)).to(dtype)
-        w_slice = torch.stack(((1 - wk) * ok_k0, wk * ok_k1), dim=-1) * step[..., None]
-        # corner (slice offset a, minor offset b) has weight w_slice[a]·w_minor[b]: (A,R,C,P,2,2)
-        wts = w_slice[..., :, None] * w_minor[..., None, :]
-        base = k0i * (ny * nx) + (m0i * stride_minor + p.to(torch.int64) * stride_plane)  # (A,R,C,P)
-        zero = torch.zeros((), dtype=torch.int64, device=device)
-        corner = torch.stack((torch.stack((zero.expand_as(stride_minor), stride_minor), -1),
-                              torch.stack((zero.expand_as(stride_minor) + ny * nx, stride_minor + ny * nx), -1)),
-                             dim=-2)  # (A,1,C,1,2,2)
-        # invalid corners carry zero weight; clamping keeps their (unused) index inside the array
-        idx = (base[..., None, None] + corner).clamp_(0, nz * ny * nx - 1)
-        n_rays = (a1 - a0) * n_rows * n_cols
-        return idx.reshape(n_rays, n_planes * 4), wts.reshape(n_rays, n_planes * 4)
+        okk0 = ((k0i >= 0) & (k0i < nz)).to(dtype)
+        okk1 = ((k0i >= -1) & (k0i < nz - 1)).to(dtype)
+        step = torch.sqrt((dx * dx + dy * dy)[:, None] + v[None, :, None, None] ** 2) / d_dom.abs()[:, None]  # (A,R,C,1)
+        k_w = torch.stack(((1 - wk) * okk0, wk * okk1), dim=-1) * step[..., None]  # (A,R,C,P,2)
+        sheet_row = torch.arange(n_a * n_cols * n_planes, device=device).reshape(n_a, 1, n_cols, n_planes) * nz
+        k_idx = (sheet_row + k0i)[..., None] + torch.arange(2, device=device)
+        k_idx = k_idx.clamp_(0, n_a * n_cols * n_planes * nz - 1)
+        n_rays = n_a * n_rows * n_cols
+        return q_idx, q_w, k_idx.reshape(n_rays, n_planes * 2), k_w.reshape(n_rays, n_planes * 2)
 
 
 class _AstraCone:
