@@ -2,8 +2,9 @@
 
 import math
 
-from diffrecon.operators._cone import ConeBeam3D
 from registry import OperatorCase, register
+
+from diffrecon.operators._cone import ConeBeam3D
 
 
 @register("ConeBeam3D-3views")

@@ -177,8 +177,8 @@ def test_filter_response_has_dc_and_pads():
     assert float(half[200]) == 0.0 and float(half[100]) > 0
 
 
-@pytest.mark.parametrize("name,min_psnr", [("ramp", 28.0), ("shepp-logan", 27.0), ("cosine", 25.0),
-                                           ("hann", 24.0)])
+@pytest.mark.parametrize("name,min_psnr", [("ramp", 28.0), ("shepp-logan", 27.0), ("cosine", 24.0),
+                                           ("hann", 22.0)])
 def test_each_filter_reconstructs(parallel_case, name, min_psnr):
     geom, sino, truth = parallel_case
     rec = fbp(sino, geom, name)

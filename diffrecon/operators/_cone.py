@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -100,21 +100,24 @@ class ConeBeam3D(LinearOperator):
         if backend not in BACKENDS:
             raise InputDataError(f"ConeBeam3D backend: expected one of {BACKENDS}, found {backend!r}")
         if int(chunk_samples) < 1:
-            raise InputDataError(f"ConeBeam3D chunk_samples: expected a positive integer, found {chunk_samples!r}")
+            raise InputDataError(f"ConeBeam3D chunk_samples: expected a positive integer, "
+                                 f"found {chunk_samples!r}")
         super().__init__(geometry.volume_shape, geometry.projection_shape)
         self.geometry = geometry
         self.backend = backend
         self.chunk_samples = int(chunk_samples)
-        self.register_buffer("angles", torch.as_tensor(geometry.angles, dtype=torch.float64), persistent=False)
+        angles_t = torch.as_tensor(geometry.angles, dtype=torch.float64)
+        self.register_buffer("angles", angles_t, persistent=False)
         self._astra = None  # lazily built _AstraCone
 
     @classmethod
     def from_geometry(cls, geometry: ConeGeometry, *, backend: str = "auto", **kwargs) -> ConeBeam3D:
-        """Build the operator from a :class:`~diffrecon.operators.geometry.ConeGeometry` (or its ``to_dict`` form)."""
+        """Build from a :class:`~diffrecon.operators.geometry.ConeGeometry` (or its ``to_dict`` form)."""
         if isinstance(geometry, dict):
             geometry = geometry_from_dict(geometry)
         if not isinstance(geometry, ConeGeometry):
-            raise GeometryError(f"ConeBeam3D.from_geometry: expected a ConeGeometry, found {type(geometry).__name__}")
+            raise GeometryError(f"ConeBeam3D.from_geometry: expected a ConeGeometry, "
+                                f"found {type(geometry).__name__}")
         g = geometry
         return cls(g.volume_shape, g.angles, g.source_distance, g.detector_distance, g.detector_shape,
                    g.detector_spacing, backend=backend, **kwargs)
@@ -131,13 +134,13 @@ class ConeBeam3D(LinearOperator):
             return False
         if self.backend == "astra":
             if not t.is_cuda:
-                raise InputDataError("ConeBeam3D(backend='astra'): expected a CUDA tensor (ASTRA's 3D projectors "
-                                     f"are GPU-only), found a tensor on {t.device}")
+                raise InputDataError("ConeBeam3D(backend='astra'): expected a CUDA tensor (ASTRA's 3D "
+                                     f"projectors are GPU-only), found a tensor on {t.device}")
             astra = require("astra", "astra")
             if not astra.use_cuda():
-                raise MissingDependencyError("ConeBeam3D(backend='astra'): astra.use_cuda() is False; install a "
-                                             "CUDA-enabled astra-toolbox (`pip install 'diffrecon[astra]'`) or "
-                                             "use backend='torch'")
+                raise MissingDependencyError(
+                    "ConeBeam3D(backend='astra'): astra.use_cuda() is False; install a CUDA-enabled "
+                    "astra-toolbox (`pip install 'diffrecon[astra]'`) or use backend='torch'")
             return True
         # auto: only for CUDA tensors, only when ASTRA is importable and reports CUDA support
         if not t.is_cuda:
@@ -280,9 +283,11 @@ class ConeBeam3D(LinearOperator):
         k0i = k0.to(torch.int64)
         okk0 = ((k0i >= 0) & (k0i < nz)).to(dtype)
         okk1 = ((k0i >= -1) & (k0i < nz - 1)).to(dtype)
-        step = torch.sqrt((dx * dx + dy * dy)[:, None] + v[None, :, None, None] ** 2) / d_dom.abs()[:, None]  # (A,R,C,1)
+        step = torch.sqrt((dx * dx + dy * dy)[:, None] + v[None, :, None, None] ** 2)
+        step = step / d_dom.abs()[:, None]  # (A,R,C,1)
         k_w = torch.stack(((1 - wk) * okk0, wk * okk1), dim=-1) * step[..., None]  # (A,R,C,P,2)
-        sheet_row = torch.arange(n_a * n_cols * n_planes, device=device).reshape(n_a, 1, n_cols, n_planes) * nz
+        sheet_row = torch.arange(n_a * n_cols * n_planes, device=device).reshape(n_a, 1, n_cols, n_planes)
+        sheet_row = sheet_row * nz
         k_idx = (sheet_row + k0i)[..., None] + torch.arange(2, device=device)
         k_idx = k_idx.clamp_(0, n_a * n_cols * n_planes * nz - 1)
         n_rays = n_a * n_rows * n_cols

@@ -48,7 +48,7 @@ from ..operators.geometry import ConeGeometry, FanGeometry, ParallelGeometry
 from .filters import FILTERS, check_filter, filter_projections
 
 Tensor = torch.Tensor
-Geometry = Union[ParallelGeometry, FanGeometry, ConeGeometry]
+Geometry = Union[ParallelGeometry, FanGeometry, ConeGeometry]  # noqa: UP007
 
 __all__ = ["FILTERS", "fbp", "fdk"]
 
@@ -66,8 +66,8 @@ def _geometry_of(obj) -> Geometry:
         if isinstance(candidate, (ParallelGeometry, FanGeometry, ConeGeometry)):
             return candidate
     raise GeometryError(
-        "expected a CT operator with a .geometry (ParallelBeam2D, FanBeam2D, ConeBeam3D, or SliceWise of a 2D one) "
-        f"or a ParallelGeometry/FanGeometry/ConeGeometry, found {type(obj).__name__}"
+        "expected a CT operator with a .geometry (ParallelBeam2D, FanBeam2D, ConeBeam3D, or SliceWise of a "
+        f"2D one) or a ParallelGeometry/FanGeometry/ConeGeometry, found {type(obj).__name__}"
     )
 
 
@@ -84,8 +84,8 @@ def _check_data(data, expected: tuple[int, ...], what: str) -> Tensor:
     n = len(expected)
     if data.ndim < n or tuple(data.shape[data.ndim - n:]) != tuple(expected):
         raise InputDataError(
-            f"{what}: expected trailing shape {tuple(expected)} (n_angles, detector …) from the geometry, with any "
-            f"leading batch dims, found shape {tuple(data.shape)}"
+            f"{what}: expected trailing shape {tuple(expected)} (n_angles, detector …) from the geometry, "
+            f"with any leading batch dims, found shape {tuple(data.shape)}"
         )
     if not bool(torch.isfinite(data).all()):
         raise InputDataError(f"{what}: expected finite values, found NaN or Inf")
@@ -101,8 +101,8 @@ def _angular_weights(geom: FanGeometry | ConeGeometry, u: Tensor) -> Tensor:
     spacing = float(u[1] - u[0]) if n_cols > 1 else 1.0
     gamma_max = math.atan(0.5 * n_cols * abs(spacing) / (s + d))
     if n < 2:
-        warnings.warn("fan/cone-beam reconstruction from a single view; the result is a smeared back projection",
-                      stacklevel=3)
+        warnings.warn("fan/cone-beam reconstruction from a single view; the result is a smeared back "
+                      "projection", stacklevel=3)
         return torch.full((n, n_cols), math.pi / max(n, 1), dtype=torch.float64)
     diffs = torch.diff(theta)
     direction = 1.0 if bool((diffs > 0).all()) else (-1.0 if bool((diffs < 0).all()) else 0.0)
@@ -113,9 +113,9 @@ def _angular_weights(geom: FanGeometry | ConeGeometry, u: Tensor) -> Tensor:
     sampled = span - step  # β of the last view
     if sampled + 1e-9 < math.pi + 2 * gamma_max - step:
         warnings.warn(
-            f"fan/cone-beam views cover {math.degrees(span):.1f}°, less than a full scan (360°) or a short scan "
-            f"(180° + fan angle {math.degrees(2 * gamma_max):.1f}°); reconstructing with uniform weights π/N — "
-            "expect limited-angle artefacts",
+            f"fan/cone-beam views cover {math.degrees(span):.1f}°, less than a full scan (360°) or a short "
+            f"scan (180° + fan angle {math.degrees(2 * gamma_max):.1f}°); reconstructing with uniform "
+            "weights π/N — expect limited-angle artefacts",
             stacklevel=3,
         )
         return torch.full((n, n_cols), math.pi / n, dtype=torch.float64)
@@ -129,13 +129,16 @@ def _angular_weights(geom: FanGeometry | ConeGeometry, u: Tensor) -> Tensor:
     rise = beta < 2 * (big_gamma + gamma)
     fall = beta > math.pi + 2 * gamma
     w = torch.where(rise, torch.sin(0.25 * math.pi * beta / (big_gamma + gamma)) ** 2, w)
-    w = torch.where(fall, torch.sin(0.25 * math.pi * (math.pi + 2 * big_gamma - beta) / (big_gamma - gamma)) ** 2, w)
+    w_fall = torch.sin(0.25 * math.pi * (math.pi + 2 * big_gamma - beta) / (big_gamma - gamma)) ** 2
+    w = torch.where(fall, w_fall, w)
     w = w.clamp(0.0, 1.0)
     return w * step
 
 
 def _linear_take(table: Tensor, t: Tensor) -> Tensor:
-    """Linear interpolation of rows of ``table`` ``(B, A, n)`` at fractional bins ``t`` ``(A, M)`` → ``(B, A, M)``.
+    """Linear interpolation of the rows of ``table`` ``(B, A, n)`` at fractional bins ``t`` ``(A, M)``.
+
+    Returns ``(B, A, M)``.
 
     Bin j sits at t = j; samples outside [0, n − 1] see zeros beyond the ends.
     """
@@ -249,7 +252,8 @@ def fbp(sinogram, operator, filter: str = "ramp", *, frequency_cutoff: float = 1
     mag = (s + d) / s
     pre = ((s + d) / torch.sqrt((s + d) ** 2 + u ** 2))[None, :] * _angular_weights(geom, u)
     weighted = sino * pre.to(dtype=dtype, device=device)
-    filtered = filter_projections(weighted, name, detector_spacing=spacing / mag, frequency_cutoff=frequency_cutoff)
+    filtered = filter_projections(weighted, name, detector_spacing=spacing / mag,
+                                  frequency_cutoff=frequency_cutoff)
     return _backproject_fan(filtered, geom).reshape(*lead, *geom.image_shape)
 
 
@@ -270,8 +274,8 @@ def fdk(projections, operator_or_geometry, filter: str = "ramp", *, frequency_cu
     """
     geom = _geometry_of(operator_or_geometry)
     if not isinstance(geom, ConeGeometry):
-        raise GeometryError(f"fdk: expected a cone-beam geometry (ConeBeam3D or ConeGeometry), found {geom.kind!r}; "
-                            "use fbp for 2D geometries")
+        raise GeometryError(f"fdk: expected a cone-beam geometry (ConeBeam3D or ConeGeometry), found "
+                            f"{geom.kind!r}; use fbp for 2D geometries")
     name = check_filter(filter)
     proj = _check_data(projections, geom.projection_shape, "fdk projections")
     dtype = torch.float64 if proj.dtype == torch.float64 else torch.float32
@@ -289,7 +293,8 @@ def fdk(projections, operator_or_geometry, filter: str = "ramp", *, frequency_cu
     cos_w = (s + d) / torch.sqrt((s + d) ** 2 + u[None, :] ** 2 + v[:, None] ** 2)  # (R, C)
     pre = cos_w[None] * _angular_weights(geom, u)[:, None, :]  # (A, R, C)
     weighted = proj * pre.to(dtype=dtype, device=device)
-    filtered = filter_projections(weighted, name, detector_spacing=s_col / mag, frequency_cutoff=frequency_cutoff)
+    filtered = filter_projections(weighted, name, detector_spacing=s_col / mag,
+                                  frequency_cutoff=frequency_cutoff)
     return _backproject_cone(filtered, geom).reshape(*lead, *geom.volume_shape)
 
 
@@ -301,7 +306,7 @@ def _angles_on(geom, dtype, device) -> Tensor:
 
 
 def _backproject_parallel(q: Tensor, geom: ParallelGeometry) -> Tensor:
-    """Σ_θ q_θ(x cos θ + y sin θ) for pre-weighted filtered data ``q`` ``(B, A, n)`` → ``(B, H·W)``."""
+    """Σ_θ q_θ(x cos θ + y sin θ) for pre-weighted, filtered data ``q`` ``(B, A, n)``; → ``(B, H·W)``."""
     b, n_angles, n_det = q.shape
     xx, yy = _pixel_grid(geom.image_shape, q.dtype, q.device)
     theta = _angles_on(geom, q.dtype, q.device)
@@ -316,7 +321,7 @@ def _backproject_parallel(q: Tensor, geom: ParallelGeometry) -> Tensor:
 
 
 def _fan_coordinates(theta: Tensor, xx: Tensor, yy: Tensor, s: float):
-    """Depth L = S − x sin θ + y cos θ and the iso-plane detector coordinate u' = S·(x cos θ + y sin θ)/L."""
+    """Depth L = S − x sin θ + y cos θ and iso-plane detector coordinate u' = S·(x cos θ + y sin θ)/L."""
     th = theta[:, None]
     sin, cos = torch.sin(th), torch.cos(th)
     depth = s - xx[None] * sin + yy[None] * cos
@@ -342,7 +347,7 @@ def _backproject_fan(q: Tensor, geom: FanGeometry) -> Tensor:
 
 
 def _backproject_cone(q: Tensor, geom: ConeGeometry) -> Tensor:
-    """Σ_θ (S/L)² q_θ(v(x, y, z), u(x, y)) for weighted, filtered cone data ``(B, A, R, C)`` → ``(B, D·H·W)``."""
+    """Σ_θ (S/L)² q_θ(v(x, y, z), u(x, y)) for weighted, filtered data ``(B, A, R, C)``; → ``(B, D·H·W)``."""
     b, n_angles, n_rows, n_cols = q.shape
     n_z, n_y, n_x = geom.volume_shape
     xx, yy = _pixel_grid((n_y, n_x), q.dtype, q.device)  # (H·W,)

@@ -104,7 +104,8 @@ def filter_projections(
     n = data.shape[-1]
     size = padded_length(n)
     real_dtype = torch.float64 if data.dtype == torch.float64 else torch.float32
-    resp = frequency_response(n, filter, frequency_cutoff=frequency_cutoff, dtype=real_dtype, device=data.device)
+    resp = frequency_response(n, filter, frequency_cutoff=frequency_cutoff, dtype=real_dtype,
+                              device=data.device)
     spec = torch.fft.rfft(data.to(real_dtype), n=size, dim=-1)
     out = torch.fft.irfft(spec * resp[: size // 2 + 1], n=size, dim=-1)[..., :n]
     return out / float(detector_spacing)
