@@ -177,15 +177,20 @@ class ConeBeam3D(LinearOperator):
     # Stage 1 gathers D·A·C·P·2 values, stage 2 A·R·C·P·2, instead of A·R·C·P·4 for the full
     # bilinear gather, and the index arithmetic of stage 1 is shared by every detector row. The
     # adjoint runs the transposed stages with index_add_, with the same indices and weights.
-    def _samples_per_view(self) -> int:
+    def _chunks(self, batch: int) -> tuple[int, int]:
+        """Views per chunk and detector rows per block so that ≈ ``chunk_samples`` samples are live."""
         g = self.geometry
         n_z, n_y, n_x = g.volume_shape
         n_r, n_c = g.detector_shape
-        return n_c * max(n_y, n_x) * (2 * n_r + 2 * n_z)
+        per_view = max(batch, 1) * n_c * max(n_y, n_x) * 2  # samples of one detector row (or slice) per view
+        views = max(1, min(g.n_angles, self.chunk_samples // (per_view * (n_r + n_z))))
+        rows = max(1, min(n_r, self.chunk_samples // (per_view * views)))
+        return views, rows
 
     def _torch_apply(self, t: Tensor, adjoint: bool) -> Tensor:
         g = self.geometry
         n_z, n_y, n_x = g.volume_shape
+        n_r, n_c = g.detector_shape
         n_in = len(self.out_shape if adjoint else self.in_shape)
         lead = t.shape[: t.ndim - n_in]
         batch = math.prod(lead)
@@ -194,61 +199,59 @@ class ConeBeam3D(LinearOperator):
         if work.dtype != calc_dtype:
             work = work.to(calc_dtype)
         n_views = g.n_angles
-        n_r, n_c = g.detector_shape
-        chunk = max(1, min(n_views, self.chunk_samples // max(self._samples_per_view() * max(batch, 1), 1)))
+        chunk, row_block = self._chunks(batch)
         if adjoint:
             out = torch.zeros(batch, n_z, n_y * n_x, dtype=calc_dtype, device=t.device)
-            for a0 in range(0, n_views, chunk):
-                a1 = min(n_views, a0 + chunk)
-                q_idx, q_w, k_idx, k_w = self._ray_samples(a0, a1, calc_dtype, t.device)
-                n_sheet = q_idx.shape[0]
-                # stage 2ᵀ: spread each ray value over its (plane, slice) samples of the sheet
-                contrib = work[:, a0:a1].reshape(batch, -1, 1) * k_w[None]  # (B, A·R·C, P·2)
+        else:
+            flat = work.reshape(batch, n_z, n_y * n_x)
+            out = torch.empty(batch, *g.projection_shape, dtype=calc_dtype, device=t.device)
+        for a0 in range(0, n_views, chunk):
+            a1 = min(n_views, a0 + chunk)
+            planes = self._plane_samples(a0, a1, calc_dtype, t.device)
+            q_idx, q_w = planes["q_idx"], planes["q_w"]
+            n_sheet = q_idx.shape[0]
+            if adjoint:
                 sheet = torch.zeros(batch, n_sheet * n_z, dtype=calc_dtype, device=t.device)
-                sheet.index_add_(1, k_idx.reshape(-1), contrib.reshape(batch, -1))
-                # stage 1ᵀ: spread the sheet over the two minor-axis neighbours in each slice
+                for r0 in range(0, n_r, row_block):
+                    r1 = min(n_r, r0 + row_block)
+                    k_idx, k_w = self._slice_samples(planes, r0, r1)
+                    # stage 2ᵀ: spread each ray value over its (plane, slice) samples of the sheet
+                    contrib = work[:, a0:a1, r0:r1].reshape(batch, -1, 1) * k_w[None]
+                    sheet.index_add_(1, k_idx.reshape(-1), contrib.reshape(batch, -1))
+                # stage 1ᵀ: spread the sheet over the two minor-axis neighbours in every slice
                 sheet = sheet.reshape(batch, n_sheet, n_z).transpose(1, 2)  # (B, D, A·C·P)
                 for b in range(2):
                     out.index_add_(2, q_idx[:, b], sheet * q_w[:, b])
-            res = out.reshape(*lead, n_z, n_y, n_x)
-        else:
-            flat = work.reshape(batch, n_z, n_y * n_x)
-            pieces = []
-            for a0 in range(0, n_views, chunk):
-                a1 = min(n_views, a0 + chunk)
-                q_idx, q_w, k_idx, k_w = self._ray_samples(a0, a1, calc_dtype, t.device)
+            else:
                 sheet = (torch.index_select(flat, 2, q_idx[:, 0]) * q_w[:, 0]
                          + torch.index_select(flat, 2, q_idx[:, 1]) * q_w[:, 1])  # (B, D, A·C·P)
                 sheet = sheet.transpose(1, 2).reshape(batch, -1)  # (B, A·C·P·D), slice fastest
-                vals = torch.index_select(sheet, 1, k_idx.reshape(-1)).reshape(batch, *k_w.shape)
-                pieces.append((vals * k_w).sum(-1))
-            res = torch.cat(pieces, dim=1).reshape(*lead, *g.projection_shape)
+                for r0 in range(0, n_r, row_block):
+                    r1 = min(n_r, r0 + row_block)
+                    k_idx, k_w = self._slice_samples(planes, r0, r1)
+                    vals = torch.index_select(sheet, 1, k_idx.reshape(-1)).reshape(batch, *k_w.shape)
+                    out[:, a0:a1, r0:r1] = (vals * k_w).sum(-1).reshape(batch, a1 - a0, r1 - r0, n_c)
+        res = out.reshape(*lead, *(g.volume_shape if adjoint else g.projection_shape))
         return res if res.dtype == t.dtype else res.to(t.dtype)
 
-    def _ray_samples(self, a0: int, a1: int, dtype: torch.dtype, device):
-        """Sparse factors of views ``a0:a1`` (A views, P = max(H, W) planes per ray).
+    def _plane_samples(self, a0: int, a1: int, dtype: torch.dtype, device) -> dict:
+        """Stage-1 factors of views ``a0:a1`` (A views, C columns, P = max(H, W) planes per ray).
 
-        Returns
-          * ``q_idx`` (int64, ``(A·C·P, 2)``) and ``q_w`` (``(A·C·P, 2)``): flat in-plane indices
-            (row·W + column) of the two minor-axis neighbours of the sample of column c in plane p,
-            and their linear weights (zero outside the volume or for unused planes);
-          * ``k_idx`` (int64, ``(A·R·C, P·2)``) and ``k_w``: indices into the sheet
-            ``(A·C·P, D)`` flattened slice-fastest, and the slice-axis linear weights times the
-            step length |d − s| / |(d − s)_dominant| (zero outside the volume).
-        Indices of zero-weight entries are clamped into range and never contribute.
+        ``q_idx`` (int64, ``(A·C·P, 2)``) and ``q_w`` (``(A·C·P, 2)``) are the flat in-plane indices
+        (row·W + column) of the two minor-axis neighbours of the sample of column c in plane p and
+        their linear weights (zero outside the volume or for unused planes; such indices are clamped
+        into range and never contribute). The ray parameters are kept for :meth:`_slice_samples`.
         """
         g = self.geometry
         nz, ny, nx = g.volume_shape
-        n_rows, n_cols = g.detector_shape
-        s_row, s_col = g.detector_spacing
+        n_cols = g.detector_shape[1]
+        s_col = g.detector_spacing[1]
         src_d, det_d = g.source_distance, g.detector_distance
         kw = dict(dtype=dtype, device=device)
-        n_a = a1 - a0
 
         theta = self.angles[a0:a1].to(**kw)
         sin, cos = torch.sin(theta)[:, None, None], torch.cos(theta)[:, None, None]  # (A,1,1)
         u = ((torch.arange(n_cols, **kw) - (n_cols - 1) / 2.0) * s_col)[None, :, None]  # (1,C,1)
-        v = ((torch.arange(n_rows, **kw) - (n_rows - 1) / 2.0) * s_row)  # (R,)
         # source (z = 0) and in-plane ray direction (detector point − source)
         sx, sy = src_d * sin, -src_d * cos
         dx = -(src_d + det_d) * sin + u * cos  # (A,C,1)
@@ -262,7 +265,6 @@ class ConeBeam3D(LinearOperator):
         t = (plane - torch.where(xdom, sx, sy)) / d_dom  # ray parameter at each plane, (A,C,P)
         minor = torch.where(xdom, (ny - 1) / 2.0 - (sy + t * dy), (sx + t * dx) + (nx - 1) / 2.0)
 
-        # stage 1: minor-axis neighbours in each plane
         n_minor = torch.where(xdom, ny, nx)
         stride_minor = torch.where(xdom, nx, 1)
         stride_plane = torch.where(xdom, 1, nx)
@@ -275,23 +277,37 @@ class ConeBeam3D(LinearOperator):
         q0 = m0i * stride_minor + p.to(torch.int64) * stride_plane
         q_idx = torch.stack((q0, q0 + stride_minor), dim=-1).clamp_(0, ny * nx - 1).reshape(-1, 2)
         q_w = torch.stack(((1 - wm) * ok0, wm * ok1), dim=-1).reshape(-1, 2)
+        return {"q_idx": q_idx, "q_w": q_w, "t": t, "len2": dx * dx + dy * dy, "d_dom": d_dom.abs()}
 
-        # stage 2: slice-axis neighbours for every detector row, (A,R,C,P)
-        fz = t[:, None] * v[None, :, None, None] + (nz - 1) / 2.0
+    def _slice_samples(self, planes: dict, r0: int, r1: int) -> tuple[Tensor, Tensor]:
+        """Stage-2 factors for detector rows ``r0:r1``, both of shape ``(A·R·C, P·2)``.
+
+        ``k_idx`` (int64) indexes the sheet ``(A·C·P, D)`` flattened slice-fastest; ``k_w`` holds the
+        slice-axis linear weights times the step length |d − s| / |(d − s)_dominant| (zero, with a
+        clamped index, outside the volume).
+        """
+        g = self.geometry
+        nz = g.volume_shape[0]
+        n_rows = g.detector_shape[0]
+        s_row = g.detector_spacing[0]
+        t = planes["t"]  # (A,C,P)
+        n_a, n_cols, n_planes = t.shape
+        kw = dict(dtype=t.dtype, device=t.device)
+        v = (torch.arange(r0, r1, **kw) - (n_rows - 1) / 2.0) * s_row  # (R,) detector z of each row
+        fz = t[:, None] * v[None, :, None, None] + (nz - 1) / 2.0  # (A,R,C,P)
         k0 = torch.floor(fz)
         wk = fz - k0
         k0i = k0.to(torch.int64)
-        okk0 = ((k0i >= 0) & (k0i < nz)).to(dtype)
-        okk1 = ((k0i >= -1) & (k0i < nz - 1)).to(dtype)
-        step = torch.sqrt((dx * dx + dy * dy)[:, None] + v[None, :, None, None] ** 2)
-        step = step / d_dom.abs()[:, None]  # (A,R,C,1)
+        okk0 = ((k0i >= 0) & (k0i < nz)).to(t.dtype)
+        okk1 = ((k0i >= -1) & (k0i < nz - 1)).to(t.dtype)
+        step = torch.sqrt(planes["len2"][:, None] + v[None, :, None, None] ** 2)
+        step = step / planes["d_dom"][:, None]  # (A,R,C,1)
         k_w = torch.stack(((1 - wk) * okk0, wk * okk1), dim=-1) * step[..., None]  # (A,R,C,P,2)
-        sheet_row = torch.arange(n_a * n_cols * n_planes, device=device).reshape(n_a, 1, n_cols, n_planes)
-        sheet_row = sheet_row * nz
-        k_idx = (sheet_row + k0i)[..., None] + torch.arange(2, device=device)
+        sheet_row = torch.arange(n_a * n_cols * n_planes, device=t.device).reshape(n_a, 1, n_cols, n_planes)
+        k_idx = (sheet_row * nz + k0i)[..., None] + torch.arange(2, device=t.device)
         k_idx = k_idx.clamp_(0, n_a * n_cols * n_planes * nz - 1)
-        n_rays = n_a * n_rows * n_cols
-        return q_idx, q_w, k_idx.reshape(n_rays, n_planes * 2), k_w.reshape(n_rays, n_planes * 2)
+        n_rays = n_a * (r1 - r0) * n_cols
+        return k_idx.reshape(n_rays, n_planes * 2), k_w.reshape(n_rays, n_planes * 2)
 
 
 class _AstraCone:

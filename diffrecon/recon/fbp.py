@@ -357,14 +357,19 @@ def _backproject_cone(q: Tensor, geom: ConeGeometry) -> Tensor:
     s_row, s_col = geom.detector_spacing
     mag = (s + d) / s
     out = torch.zeros(b, n_z, xx.numel(), dtype=q.dtype, device=q.device)
-    chunk = max(1, _CHUNK_SAMPLES // max(1, 4 * b * n_z * xx.numel()))
+    # bound the live samples: slabs of slices if one view of the whole volume is already too many
+    slab = max(1, min(n_z, _CHUNK_SAMPLES // max(1, 4 * b * xx.numel())))
+    chunk = max(1, _CHUNK_SAMPLES // max(1, 4 * b * slab * xx.numel()))
     c_row, c_col = (n_rows - 1) / 2.0, (n_cols - 1) / 2.0
     for a0 in range(0, n_angles, chunk):
         depth, u_iso = _fan_coordinates(theta[a0:a0 + chunk], xx, yy, s)  # (a, H·W)
         a = depth.shape[0]
         tc = (u_iso * mag / s_col + c_col)[:, None, :]  # (a, 1, H·W)
-        tr = (s * mag / s_row) * z[None, :, None] / depth[:, None, :] + c_row  # (a, D, H·W)
-        vals = _bilinear_take(q[:, a0:a0 + chunk], tr.reshape(a, -1),
-                              tc.expand(a, n_z, -1).reshape(a, -1)).reshape(b, a, n_z, -1)
-        out += ((s / depth) ** 2)[None, :, None, :].mul(vals).sum(1)
+        dist_w = ((s / depth) ** 2)[None, :, None, :]
+        for z0 in range(0, n_z, slab):
+            zs = z[z0:z0 + slab]
+            tr = (s * mag / s_row) * zs[None, :, None] / depth[:, None, :] + c_row  # (a, slab, H·W)
+            vals = _bilinear_take(q[:, a0:a0 + chunk], tr.reshape(a, -1),
+                                  tc.expand(a, zs.numel(), -1).reshape(a, -1)).reshape(b, a, zs.numel(), -1)
+            out[:, z0:z0 + slab] += dist_w.mul(vals).sum(1)
     return out.reshape(b, -1)
