@@ -31,8 +31,8 @@ Tensor = torch.Tensor
 
 BACKENDS = ("auto", "torch", "astra")
 
-# Upper bound on the number of (ray, plane, corner) samples handled at once by the torch backend
-# (times the batch size). 2**22 samples cost ≈ 16 MiB of weights + 32 MiB of int64 indices.
+# Upper bound on the number of interpolation samples (times the batch size) live at once in the
+# torch backend; 2**22 samples cost ≈ 16 MiB of float32 weights + 32 MiB of int64 indices.
 _DEFAULT_CHUNK_SAMPLES = 1 << 22
 
 
@@ -47,10 +47,12 @@ class ConeBeam3D(LinearOperator):
     projector: each ray is split into the unit-spaced planes of its dominant axis (x or y; for an
     orbit about z the in-plane components always dominate), the volume is bilinearly interpolated
     in the other two axes at the intersection point (zero outside the volume), and the samples are
-    summed with weight |d − s| / |(d − s)_dominant|, the ray length per unit step. Forward is a
-    ``gather`` of the four interpolation corners, the adjoint the same weights with ``index_add_``,
-    so ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ holds to rounding. Views are processed in chunks so that at most
-    ``chunk_samples`` samples are live at once. Works on any device.
+    summed with weight |d − s| / |(d − s)_dominant|, the ray length per unit step. The bilinear
+    weight is applied as two sparse stages (in-plane neighbours for every slice, then the slice
+    neighbours for every detector row); forward uses ``index_select``, the adjoint the same indices
+    and weights with ``index_add_``, so ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ holds to rounding. Views (and, for
+    large detectors, detector rows) are processed in blocks so that about ``chunk_samples``
+    samples are live at once; nothing is cached between calls. Works on any device.
 
     **astra backend** (``backend="astra"``, or ``"auto"`` with a CUDA input and ``astra.use_cuda()``):
     ASTRA's ``FP3D_CUDA``/``BP3D_CUDA`` kernels run on the torch CUDA tensors in place through
@@ -59,6 +61,7 @@ class ConeBeam3D(LinearOperator):
     *approximately* the adjoint of its forward projection, so the dot test does not hold to
     rounding on this backend (use the torch backend where an exact adjoint matters, e.g. for
     gradients checked against the adjoint). Computation is float32; float64 inputs are cast.
+    ASTRA runs on its current GPU (``astra.set_gpu_index``), which should be the tensor's device.
 
     Args:
         volume_shape: ``(D, H, W)`` = (slices z, rows y, columns x).
@@ -73,7 +76,7 @@ class ConeBeam3D(LinearOperator):
     Example::
 
         >>> import math, torch
-        >>> from diffrecon.operators import ConeBeam3D
+        >>> from diffrecon.operators._cone import ConeBeam3D
         >>> A = ConeBeam3D((16, 32, 32), torch.linspace(0, 2 * math.pi, 60)[:-1], 200.0, 100.0, (24, 64))
         >>> A(torch.ones(16, 32, 32)).shape
         torch.Size([59, 24, 64])

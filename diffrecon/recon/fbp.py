@@ -18,7 +18,8 @@ u = signed detector coordinate, θ the view angle, N the number of views):
   pixel's depth along the central ray, at u'(x, y) = S·(x cos θ + y sin θ)/L. View weights: π/N for a
   full 2π scan (every line measured twice); Parker weights × Δθ for a short scan covering at least
   π + 2γ_max (γ_max the half fan angle); otherwise a warning and π/N (intensity kept, artefacts
-  expected).
+  expected). Angles must increase or decrease monotonically for Parker weighting; an unordered list
+  is treated like a full scan (π/N).
 * **FDK.** The fan formulas applied to every detector row, with the cosine pre-weight
   S/√(S² + u'² + v'²) (v' = v·S/(S + D) the rescaled row coordinate) and the voxel's detector row
   v'(x, y, z) = S·z/L.
@@ -111,7 +112,7 @@ def _angular_weights(geom: FanGeometry | ConeGeometry, u: Tensor) -> Tensor:
     if direction == 0.0 or span >= 2 * math.pi * (1 - 1e-6):
         return torch.full((n, n_cols), math.pi / n, dtype=torch.float64)
     sampled = span - step  # β of the last view
-    if sampled + 1e-9 < math.pi + 2 * gamma_max - step:
+    if sampled + 1e-9 < math.pi + 2 * gamma_max - step or sampled <= math.pi:
         warnings.warn(
             f"fan/cone-beam views cover {math.degrees(span):.1f}°, less than a full scan (360°) or a short "
             f"scan (180° + fan angle {math.degrees(2 * gamma_max):.1f}°); reconstructing with uniform "
