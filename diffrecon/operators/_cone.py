@@ -326,7 +326,7 @@ class _AstraCone:
 
     def __init__(self, geometry: ConeGeometry):
         astra = require("astra", "astra")
-        self._astra = astra
+        self._experimental = require("astra.experimental", "astra")  # not imported by `import astra`
         g = geometry
         th = g.angles
         s, d = g.source_distance, g.detector_distance
@@ -346,19 +346,20 @@ class _AstraCone:
         self._finalizer = weakref.finalize(self, astra.projector3d.delete, self.projector_id)
 
     def forward(self, x: Tensor) -> Tensor:
-        exp = self._astra.experimental
+        exp = self._experimental
         lead = x.shape[:-3]
         vols = x.detach().reshape(-1, *self.volume_shape).to(torch.float32)
         out = torch.empty(vols.shape[0], *self.astra_proj_shape, dtype=torch.float32, device=x.device)
-        torch.cuda.synchronize(x.device)  # ASTRA runs on its own stream
+        torch.cuda.synchronize(x.device)  # ASTRA runs outside torch's stream order: fence both sides
         for b in range(vols.shape[0]):  # one call per volume: ASTRA's FP is 3-D only
             exp.direct_FP3D(self.projector_id, vols[b].contiguous(), out[b])
+        torch.cuda.synchronize(x.device)
         # (det_row, angle, det_col) → (angle, det_row, det_col)
         res = out.permute(0, 2, 1, 3).contiguous()
         return res.reshape(*lead, *res.shape[1:]).to(x.dtype)
 
     def backward(self, y: Tensor) -> Tensor:
-        exp = self._astra.experimental
+        exp = self._experimental
         lead = y.shape[:-3]
         n_a, n_r, n_c = y.shape[-3:]
         projs = y.detach().reshape(-1, n_a, n_r, n_c).to(torch.float32).permute(0, 2, 1, 3).contiguous()
@@ -366,4 +367,5 @@ class _AstraCone:
         torch.cuda.synchronize(y.device)
         for b in range(projs.shape[0]):
             exp.direct_BP3D(self.projector_id, out[b], projs[b])
+        torch.cuda.synchronize(y.device)
         return out.reshape(*lead, *self.volume_shape).to(y.dtype)
