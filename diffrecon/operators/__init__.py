@@ -12,6 +12,20 @@ from .geometry import (
     sparse_angles,
 )
 from .slicewise import SliceWise
+from .mri import (
+    MultiCoilMRI,
+    MultiCoilMRI3D,
+    NonCartesianMRI,
+    SamplingMask,
+    SingleCoilMRI,
+    birdcage_maps,
+    espirit_maps,
+    gaussian1d_mask,
+    poisson2d_mask,
+    radial_mask,
+    radial_trajectory,
+    uniform1d_mask,
+)
 
 __all__ = [
     "Adjoint",
@@ -33,4 +47,16 @@ __all__ = [
     "geometry_from_dict",
     "limited_angles",
     "sparse_angles",
+    "MultiCoilMRI",
+    "MultiCoilMRI3D",
+    "NonCartesianMRI",
+    "SamplingMask",
+    "SingleCoilMRI",
+    "birdcage_maps",
+    "espirit_maps",
+    "gaussian1d_mask",
+    "poisson2d_mask",
+    "radial_mask",
+    "radial_trajectory",
+    "uniform1d_mask",
 ]

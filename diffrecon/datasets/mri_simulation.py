@@ -1,0 +1,224 @@
+"""Simulated multi-coil MRI acquisitions from magnitude volumes.
+
+No public raw multi-coil k-space ships offline, so it is simulated (see ``docs/mri.md``):
+
+1. the magnitude volume is scaled to [0, 1] and sliced along ``slice_axis`` into a stack ``(S, H, W)``;
+2. optionally a smooth random phase φ (a few low-frequency cosines, at most ``max_phase`` radians) is
+   applied: x = |v|·exp(iφ);
+3. coil sensitivities S_c come from :func:`~diffrecon.operators.mri.birdcage_maps` on the 3-D grid (so
+   they vary smoothly across slices too), RSS-normalised;
+4. fully sampled k-space y_c = F₂(S_c x) (centred orthonormal 2-D FFT per slice) plus circularly
+   symmetric complex Gaussian noise n ~ CN(0, σ²) (real and imaginary parts each with variance σ²/2),
+   then the sampling mask is applied (unsampled entries are exactly zero).
+
+SNR definition: ``snr_db`` = 10·log10(P / σ²) with P = mean over coils, slices and k-space points of
+|F S_c x|²; by Parseval this is also the mean coil-image power over all voxels (background included).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputDataError
+from ..operators.mri import (
+    MultiCoilMRI,
+    birdcage_maps,
+    gaussian1d_mask,
+    poisson2d_mask,
+    radial_mask,
+    uniform1d_mask,
+)
+
+Tensor = torch.Tensor
+
+MASKS = ("uniform1d", "gaussian1d", "poisson2d", "radial")
+
+
+@dataclass
+class SimulatedMRI:
+    """A simulated acquisition (all tensors on the CPU unless moved).
+
+    Attributes:
+        kspace: ``(S, C, H, W)`` complex64, masked (zeros where unsampled), noisy.
+        mask: ``(H, W)`` bool sampling mask (the same for every slice).
+        maps: ``(S, C, H, W)`` complex64 true coil sensitivities (Σ_c |S_c|² = 1).
+        image: ``(S, H, W)`` complex64 ground-truth image (magnitude in [0, 1] times the phase).
+        acceleration: realised acceleration of the mask.
+        noise_std: σ of the complex noise (E|n|² = σ²).
+        snr_db: the requested SNR.
+        affine: 4×4 voxel-to-world affine of the source volume (identity if none was given).
+        slice_axis: which source-volume axis became the slice axis S.
+        scale: the source volume was divided by this (its maximum) to get the [0, 1] magnitude.
+    """
+
+    kspace: Tensor
+    mask: Tensor
+    maps: Tensor
+    image: Tensor
+    acceleration: float
+    noise_std: float
+    snr_db: float
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    slice_axis: int = 2
+    scale: float = 1.0
+
+    @property
+    def magnitude(self) -> Tensor:
+        return self.image.abs()
+
+    def to_volume(self, stack: Tensor) -> Tensor:
+        """Move a ``(S, H, W)`` stack back to the source volume's axis order."""
+        return stack.movedim(0, self.slice_axis)
+
+    def operator(self) -> MultiCoilMRI:
+        """The exact forward model (true maps, mask) of this acquisition."""
+        return MultiCoilMRI(self.maps, self.mask)
+
+
+def smooth_phase(shape, max_phase: float = math.pi / 2, n_terms: int = 4, seed: int = 0) -> Tensor:
+    """A smooth random phase map φ on ``shape`` (2-D or 3-D): Σ_k a_k cos(2π⟨f_k, r⟩ + b_k), scaled so
+    max|φ| = ``max_phase``; spatial frequencies f_k are below one cycle per field of view."""
+    g = torch.Generator().manual_seed(int(seed))
+    axes = [torch.linspace(0.0, 1.0, int(n), dtype=torch.float64) for n in shape]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    phi = torch.zeros(tuple(int(n) for n in shape), dtype=torch.float64)
+    for _ in range(n_terms):
+        f = torch.rand(len(shape), generator=g, dtype=torch.float64) * 1.0
+        a = torch.rand((), generator=g, dtype=torch.float64) + 0.5
+        b = torch.rand((), generator=g, dtype=torch.float64) * 2 * math.pi
+        arg = sum(fi * m for fi, m in zip(f, mesh, strict=True))
+        phi = phi + a * torch.cos(2 * math.pi * arg + b)
+    phi = phi - phi.mean()
+    return (phi * (max_phase / phi.abs().max().clamp_min(1e-12))).to(torch.float32)
+
+
+def make_mask(
+    kind: str, shape, acceleration: float, center_fraction: float = 0.08, calib: int = 24, seed: int = 0
+):
+    """Dispatch to the mask generators of :mod:`diffrecon.operators.mri` by name (see ``MASKS``)."""
+    if kind == "uniform1d":
+        return uniform1d_mask(shape, acceleration, center_fraction, seed=seed)
+    if kind == "gaussian1d":
+        return gaussian1d_mask(shape, acceleration, center_fraction, seed=seed)
+    if kind == "poisson2d":
+        return poisson2d_mask(shape, acceleration, calib=calib, seed=seed)
+    if kind == "radial":
+        return radial_mask(shape, acceleration, seed=seed)
+    raise InputDataError(f"mask: expected one of {MASKS}, found {kind!r}")
+
+
+def simulate_multicoil(
+    volume: Tensor | np.ndarray,
+    n_coils: int = 8,
+    acceleration: float = 4.0,
+    mask: str = "uniform1d",
+    center_fraction: float = 0.08,
+    calib: int = 24,
+    snr_db: float = 30.0,
+    phase: bool = True,
+    max_phase: float = math.pi / 2,
+    slice_axis: int = 2,
+    affine: np.ndarray | None = None,
+    coil_radius: float = 1.5,
+    seed: int = 0,
+) -> SimulatedMRI:
+    """Simulate a 2-D multi-slice multi-coil Cartesian acquisition of a magnitude volume.
+
+    Args:
+        volume: 3-D magnitude volume (any non-negative scale; it is divided by its maximum).
+        n_coils: number of receive coils C.
+        acceleration, mask, center_fraction, calib: sampling (one mask for all slices).
+        snr_db: SNR of the fully sampled coil data (see the module docstring for the definition).
+        phase: apply a smooth random phase (``max_phase`` radians at most).
+        slice_axis: volume axis to slice along; slices become the leading axis S.
+        affine: the volume's affine, carried along for writing reconstructions.
+        coil_radius: coil distance from the centre in half fields of view.
+        seed: seeds the mask, the phase and the noise.
+
+    Returns:
+        :class:`SimulatedMRI`.
+    """
+    v = torch.as_tensor(np.asarray(volume) if not isinstance(volume, Tensor) else volume).to(torch.float32)
+    if v.ndim != 3:
+        raise InputDataError(f"simulate_multicoil: expected a 3-D volume, found shape {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise InputDataError("simulate_multicoil: expected finite voxel values, found NaN/Inf")
+    if slice_axis not in (0, 1, 2):
+        raise InputDataError(f"simulate_multicoil: slice_axis must be 0, 1 or 2, found {slice_axis}")
+    if int(n_coils) < 1:
+        raise InputDataError(f"simulate_multicoil: expected n_coils >= 1, found {n_coils}")
+    if not math.isfinite(snr_db):
+        raise InputDataError(f"simulate_multicoil: expected a finite snr_db, found {snr_db}")
+    v = v.clamp_min(0)
+    scale = float(v.max())
+    if scale <= 0:
+        raise InputDataError("simulate_multicoil: the volume is zero everywhere")
+    stack = (v / scale).movedim(slice_axis, 0).contiguous()  # (S, H, W)
+    s, h, w = stack.shape
+    img = stack.to(torch.complex64)
+    if phase:
+        img = img * torch.polar(torch.ones_like(stack), smooth_phase((s, h, w), max_phase, seed=seed))
+    maps = birdcage_maps((int(n_coils), s, h, w), radius=coil_radius).permute(1, 0, 2, 3).contiguous()
+    m = make_mask(mask, (h, w), acceleration, center_fraction, calib, seed)
+    full = MultiCoilMRI(maps, torch.ones(h, w, dtype=torch.bool))
+    k = full(img)
+    power = float((k.abs() ** 2).mean())
+    sigma = math.sqrt(power / 10 ** (snr_db / 10))
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    noise = torch.randn(k.shape, generator=g, dtype=torch.complex64) * sigma  # E|n|^2 = sigma^2
+    k = (k + noise) * m.mask
+    return SimulatedMRI(
+        kspace=k,
+        mask=m.mask,
+        maps=maps,
+        image=img,
+        acceleration=m.acceleration,
+        noise_std=sigma,
+        snr_db=float(snr_db),
+        affine=np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64),
+        slice_axis=int(slice_axis),
+        scale=scale,
+    )
+
+
+def brain_volume(prefer: str = "colin27") -> tuple[np.ndarray, np.ndarray, str]:
+    """A real T1 brain volume available offline: (data, affine, description).
+
+    ``colin27``: Debian ``mricron-data``'s Colin27 single-subject T1 (``ch2.nii.gz``, 181×217×181, 1 mm);
+    falls back to nilearn's MNI152 2009 template (``resolution=1``) when that package is not installed.
+    """
+    import glob
+
+    import nibabel as nib
+
+    if prefer == "colin27":
+        hits = sorted(
+            glob.glob("/usr/share/mricron/templates/ch2.nii.gz")
+            + glob.glob("/usr/share/**/ch2.nii.gz", recursive=True)
+        )
+        if hits:
+            img = nib.load(hits[0])
+            return (
+                np.asarray(img.dataobj, dtype=np.float32),
+                np.asarray(img.affine),
+                f"Colin27 T1 ({hits[0]})",
+            )
+    try:
+        from nilearn import datasets
+    except ImportError as exc:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "no offline brain volume: install Debian mricron-data (apt-get install mricron-data) or "
+            "`pip install 'diffrecon[data]'` for nilearn's MNI152 template"
+        ) from exc
+    img = datasets.load_mni152_template(resolution=1)
+    return (
+        np.asarray(img.get_fdata(), dtype=np.float32),
+        np.asarray(img.affine),
+        "MNI152 2009 T1 template (nilearn)",
+    )
