@@ -105,8 +105,11 @@ def test_fan_close_to_astra_line_fanflat():
         lambda b: ParallelBeam2D((20, 12), limited_angles(180, 15), 25, 0.7, memory_budget_bytes=b),
         lambda b: FanBeam2D((21, 26), np.linspace(0, 2 * math.pi, 19, endpoint=False), 40.0, 25.0, 45, 1.1,
                             memory_budget_bytes=b),
+        lambda b: ParallelBeam2D((16, 15), [math.pi / 2, 0.0, math.pi, math.pi / 4, 2.0], 30, 2.5,
+                                 memory_budget_bytes=b),
+        lambda b: ParallelBeam2D((9, 7), [0.3, 1.2], 1, 2.5, memory_budget_bytes=b),
     ],
-    ids=["parallel", "parallel-limited", "fan"],
+    ids=["parallel", "parallel-limited", "fan", "parallel-coarse", "parallel-1bin"],
 )
 def test_matrix_free_equals_matrix(make, dtype):
     dense, free = make(1 << 30), make(0)

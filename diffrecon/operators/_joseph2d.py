@@ -29,11 +29,11 @@ which is what ASTRA does, so a 45° view is processed column-wise in both.
 
 Weight layout
 -------------
-:func:`joseph_weights` returns, for a block of views, dense tensors of shape ``(n_rays, K, 2)``
-(``K = max(H, W)`` steps, two pixels per step) holding flat pixel indices (clamped into range) and
-weights (exactly zero where the step or the pixel is out of range). The sparse matrix is the
-non-zero part of those tensors; the matrix-free path uses them as they are. Both therefore apply
-identical numbers.
+:func:`joseph_entries` lists the non-zero weights of a block of views, already sorted by (ray,
+pixel), to build the CSR system matrix. :func:`joseph_block` makes the same weights in a
+fixed-width layout over a zero-padded image (no bounds tests, no compaction) for the matrix-free
+path. Both evaluate the crossing in float64 from the same per-ray parameters, so the two paths
+apply the same numbers up to rounding in the last bit.
 """
 
 from __future__ import annotations
@@ -134,37 +134,46 @@ def _tent(step_len: Tensor, pos: Tensor, other: Tensor) -> Tensor:
     return step_len * (1.0 - (pos - other).abs())
 
 
-def joseph_weights(
+def joseph_block(
     rays: RaySet,
     image_shape: tuple[int, int],
     angle_slice: slice,
     dtype: torch.dtype,
     device: torch.device,
 ) -> tuple[Tensor, Tensor]:
-    """Joseph weights of the views ``angle_slice``: ``(index, weight)``, both ``(n_rays, K, 2)``.
+    """Joseph weights of the views ``angle_slice`` in a fixed-width layout for the matrix-free path.
 
-    ``n_rays = n_views_in_slice · n_detectors`` in (view, bin) order and ``K = max(H, W)``.
-    ``index`` (int64) holds flat pixel indices ``i·W + j`` clamped to ``[0, H·W)``; ``weight``
-    (``dtype``) holds the interpolation weight times the ray length per step, in pixel units, and is
-    exactly 0 for out-of-range steps or pixels. Geometry is evaluated in float64 and rounded to
-    ``dtype`` once, so a given (ray, pixel) pair always gets the same weight here and in
-    :func:`joseph_entries` (this layout pads; that one lists only the non-zeros).
+    Returns ``(cols, vals)`` of shape ``(n_rays, 2K)`` (``K = max(H, W)`` steps, two pixels per step,
+    rays in (view, bin) order): flat indices into the image *padded* by one zero pixel before and two
+    after along each axis, i.e. ``(i + 1)·(W + 3) + (j + 1)``, and weights in ``dtype``. Padding
+    replaces every bounds test: a crossing is clamped to ``[−1, n]``, so rays and steps that miss the
+    image put their (then irrelevant) weight on zero pixels, and steps beyond the ray's own axis
+    length get weight 0. Weights are ``L·(1 − φ)`` and ``L·φ`` with the same float64 crossing ``φ``
+    as :func:`joseph_entries` (equal to it up to rounding in the last bit).
     """
     H, W = image_shape
     K = max(H, W)
+    Wp = W + 3
     P = _RayParams(rays, image_shape, angle_slice, device)
     s = torch.arange(K, dtype=torch.float64, device=device)
-    pos = P.p0[:, None] + s[None, :] * P.dp[:, None]  # (R, K)
+    pos = torch.addcmul(P.p0[:, None], s[None, :], P.dp[:, None])  # (R, K) crossing on the other axis
+    pos = torch.minimum(pos.clamp_(min=-1.0), P.n_other.to(torch.float64)[:, None])
     lo = torch.floor(pos)
-    other = torch.stack([lo, lo + 1.0], dim=-1)  # (R, K, 2)
-    w = _tent(P.step_len[:, None, None], pos[:, :, None], other)
-    n_other = P.n_other[:, None, None]
-    ok = (other >= 0) & (other < n_other) & (s[None, :, None] < P.n_steps[:, None, None]) & (w > 0)
-    w = torch.where(ok, w, torch.zeros_like(w))
-    other_i = torch.minimum(other.clamp(min=0).to(torch.int64), n_other - 1)
-    s_i = torch.minimum(torch.arange(K, device=device)[None, :, None], P.n_steps[:, None, None] - 1)
-    index = torch.where(P.vertical[:, None, None], s_i * W + other_i, other_i * W + s_i)
-    return index, w.to(dtype)
+    frac = pos.sub_(lo)
+    step_ok = torch.arange(K, device=device)[None, :] < P.n_steps[:, None]
+    L = torch.where(step_ok, P.step_len[:, None], torch.zeros((), dtype=torch.float64, device=device))
+    w1 = L * frac
+    w0 = L.sub_(w1)
+    del frac, L
+    vert = P.vertical[:, None]
+    one = torch.ones((), dtype=torch.int64, device=device)
+    stride_s = torch.where(vert, Wp * one, one)
+    stride_o = torch.where(vert, one, Wp * one)
+    s_idx = torch.minimum(torch.arange(K, device=device)[None, :], P.n_steps[:, None] - 1)
+    idx0 = (s_idx + 1) * stride_s + (lo.to(torch.int64) + 1) * stride_o
+    cols = torch.stack([idx0, idx0 + stride_o], dim=-1).view(idx0.shape[0], 2 * K)
+    vals = torch.stack([w0.to(dtype), w1.to(dtype)], dim=-1).view(idx0.shape[0], 2 * K)
+    return cols, vals
 
 
 def _step_range(p0: Tensor, dp: Tensor, n_steps: Tensor, lo: float | Tensor, hi: float | Tensor):
@@ -202,7 +211,7 @@ def joseph_entries(
     (int64) and weights (``dtype``), the latter two concatenated ray after ray, ascending pixels.
     Vertical rays are listed row by row (two pixels per row); horizontal rays are listed row by row
     too (the contiguous run of columns whose crossing lies within one pixel of that row), so no sort
-    is needed. Values equal those of :func:`joseph_weights` bit for bit.
+    is needed.
     """
     H, W = image_shape
     P = _RayParams(rays, image_shape, angle_slice, device)
@@ -429,44 +438,126 @@ def sparse_apply(M: Tensor, x: Tensor) -> Tensor:
 # matrix-free path
 
 
+def _pad(x2: Tensor, image_shape: tuple[int, int]) -> Tensor:
+    """``(H·W, S)`` → ``((H + 3)·(W + 3), S)`` with one zero row/column before and two after."""
+    H, W = image_shape
+    S = x2.shape[1]
+    xp = x2.new_zeros(H + 3, W + 3, S)
+    xp[1 : H + 1, 1 : W + 1] = x2.view(H, W, S)
+    return xp.view(-1, S)
+
+
+def _block_csr(cols: Tensor, vals: Tensor, n_cols: int) -> Tensor:
+    R, width = cols.shape
+    idt = torch.int32 if cols.numel() < 2**31 - 1 and n_cols < 2**31 - 1 else torch.int64
+    crow = torch.arange(0, R * width + 1, width, device=cols.device, dtype=idt)
+    return _csr(crow, cols.reshape(-1).to(idt), vals.reshape(-1), (R, n_cols))
+
+
 def matrix_free_forward(
     rays: RaySet, image_shape: tuple[int, int], x2: Tensor, views_per_block: int
 ) -> Tensor:
-    """A·X for ``x2`` of shape ``(n_pixels, S)``: returns ``(n_rays, S)``; weights made per block."""
+    """A·X for ``x2`` of shape ``(n_pixels, S)``: returns ``(n_rays, S)``.
+
+    Per block of views the weights of :func:`joseph_block` are made, wrapped (no copy, no sort) as a
+    fixed-width CSR block over the zero-padded image and applied with one sparse × dense product —
+    about 5× faster on CPU than ``index_select`` + ``bmm`` on the same weights.
+    """
+    H, W = image_shape
     n_angles, n_det = rays.dx.shape
     S = x2.shape[1]
+    xp = _pad(x2, image_shape)
     out = x2.new_empty(n_angles * n_det, S)
     for a0 in range(0, n_angles, views_per_block):
         sl = slice(a0, min(n_angles, a0 + views_per_block))
-        index, w = joseph_weights(rays, image_shape, sl, x2.dtype, x2.device)
-        R = index.shape[0]
-        g = x2.index_select(0, index.reshape(-1)).view(R, -1, S)  # (R, 2K, S)
-        out[sl.start * n_det : sl.stop * n_det] = torch.bmm(w.view(R, 1, -1), g).view(R, S)
+        cols, vals = joseph_block(rays, image_shape, sl, x2.dtype, x2.device)
+        out[sl.start * n_det : sl.stop * n_det] = torch.sparse.mm(_block_csr(cols, vals, xp.shape[0]), xp)
     return out
 
 
 def matrix_free_adjoint(
     rays: RaySet, image_shape: tuple[int, int], y2: Tensor, views_per_block: int
 ) -> Tensor:
-    """Aᵀ·Y for ``y2`` of shape ``(n_rays, S)``: returns ``(n_pixels, S)`` by ``index_add_``."""
+    """Aᵀ·Y for ``y2`` of shape ``(n_rays, S)``: returns ``(n_pixels, S)``.
+
+    Per block of views: ``index_add_`` of the weighted ray values into the zero-padded image, whose
+    padding is cropped at the end (it only ever receives the weights of missed steps).
+    """
     H, W = image_shape
     n_angles, n_det = rays.dx.shape
     S = y2.shape[1]
-    out = y2.new_zeros(H * W, S)
+    out = y2.new_zeros((H + 3) * (W + 3), S)
     for a0 in range(0, n_angles, views_per_block):
         sl = slice(a0, min(n_angles, a0 + views_per_block))
-        index, w = joseph_weights(rays, image_shape, sl, y2.dtype, y2.device)
-        R = index.shape[0]
+        cols, vals = joseph_block(rays, image_shape, sl, y2.dtype, y2.device)
+        R = cols.shape[0]
         yb = y2[sl.start * n_det : sl.stop * n_det]  # (R, S)
-        contrib = w.view(R, -1, 1) * yb.view(R, 1, S)  # (R, 2K, S)
-        out.index_add_(0, index.reshape(-1), contrib.view(-1, S))
+        contrib = vals.view(R, -1, 1) * yb.view(R, 1, S)  # (R, 2K, S)
+        out.index_add_(0, cols.reshape(-1), contrib.view(-1, S))
+    return out.view(H + 3, W + 3, S)[1 : H + 1, 1 : W + 1].reshape(H * W, S)
+
+
+def matrix_free_adjoint_parallel(
+    rays: RaySet, image_shape: tuple[int, int], y2: Tensor, views_per_block: int
+) -> Tensor:
+    """Aᵀ·Y for a *parallel* geometry, pixel-driven: returns ``(n_pixels, S)``.
+
+    In a parallel view every ray has the same direction, so the crossing of ray d with pixel
+    (step s, other o) is ``pos(d, s) = p0[d] + s·Δp`` with ``p0`` linear in d (slope β). Pixel
+    (s, o) therefore receives from the few bins d with ``|pos(d, s) − o| < 1`` — an interval of
+    width 2/|β| around ``d* = (o − p0[0] − s·Δp)/β`` (2 bins for unit spacing, 3 on axis-aligned
+    views). For each pixel and candidate bin the weight ``L·max(0, 1 − |pos − o|)`` is evaluated
+    from the same per-ray float64 parameters as the matrix path, and the block is applied as a
+    fixed-width CSR product (pixels × rays of the block) — a gather instead of a scatter, several
+    times faster than ``index_add_`` on CPU.
+    """
+    H, W = image_shape
+    n_angles, n_det = rays.dx.shape
+    S = y2.shape[1]
+    dev = y2.device
+    f64 = torch.float64
+    out = y2.new_zeros(H * W, S)
+    ii = torch.arange(H, device=dev, dtype=f64)[:, None].expand(H, W)
+    jj = torch.arange(W, device=dev, dtype=f64)[None, :].expand(H, W)
+    for a0 in range(0, n_angles, views_per_block):
+        sl = slice(a0, min(n_angles, a0 + views_per_block))
+        P = _RayParams(rays, image_shape, sl, dev)
+        V = sl.stop - sl.start
+        p0 = P.p0.view(V, n_det)
+        dp = P.dp.view(V, n_det)[:, :1, None]  # (V, 1, 1): shared by the view's rays
+        L = P.step_len.view(V, n_det)[:, :1, None]
+        vert = P.vertical.view(V, n_det)[:, :1, None]
+        beta = ((p0[:, -1] - p0[:, 0]) / (n_det - 1))[:, None, None]  # (V, 1, 1)
+        half = 1.0 / beta.abs()
+        n_taps = int(torch.floor(2.0 * half.max() + 2e-6).item()) + 1
+        step = torch.where(vert, ii, jj)  # (V, H, W)
+        other = torch.where(vert, jj, ii)
+        dstar = (other - p0[:, :1, None] - step * dp) / beta
+        first = torch.ceil(dstar - half - 1e-6)  # (V, H, W)
+        t = torch.arange(n_taps, device=dev, dtype=f64)
+        d = first[..., None] + t  # (V, H, W, T)
+        inside = (d >= 0) & (d < n_det)
+        d_idx = d.clamp(0, n_det - 1).to(torch.int64)
+        ray = d_idx + (torch.arange(V, device=dev) * n_det)[:, None, None, None]
+        pos = p0.reshape(-1).index_select(0, ray.reshape(-1)).view(ray.shape) + step[..., None] * dp[..., None]
+        w = L[..., None] * (1.0 - (pos - other[..., None]).abs())
+        w = torch.where(inside & (w > 0), w, torch.zeros((), dtype=f64, device=dev))
+        # (V, H, W, T) → rows = pixels, columns = rays of the block
+        cols = ray.permute(1, 2, 0, 3).reshape(H * W, V * n_taps)
+        vals = w.to(y2.dtype).permute(1, 2, 0, 3).reshape(H * W, V * n_taps)
+        block = _block_csr(cols, vals, V * n_det)
+        out += torch.sparse.mm(block, y2[sl.start * n_det : sl.stop * n_det])
     return out
 
 
 def views_per_block(n_det: int, image_shape: tuple[int, int], n_slices: int, itemsize: int, budget: int) -> int:
-    """Views per block so that a block's working set (gathered pixels + weights) fits ``budget``."""
-    K2 = 2 * max(image_shape)
-    per_view = n_det * K2 * (n_slices * itemsize + 8 + 8 + 8 * 4)  # gather + index + weight temporaries
+    """Views per block so that a block's working set fits ``budget``.
+
+    Per (ray, step): ~12 float64/int64 temporaries while making the weights, two indices and two
+    weights kept, and in the adjoint two ``n_slices``-vectors of contributions.
+    """
+    K = max(image_shape)
+    per_view = n_det * K * (12 * 8 + 2 * (8 + itemsize) + 2 * n_slices * itemsize)
     return max(1, int(budget // max(per_view, 1)))
 
 
@@ -485,9 +576,11 @@ __all__ = [
     "build_matrices",
     "count_nonzeros",
     "geometry_key",
-    "joseph_weights",
+    "joseph_block",
+    "joseph_entries",
     "matrix_bytes",
     "matrix_free_adjoint",
+    "matrix_free_adjoint_parallel",
     "matrix_free_forward",
     "rays_of",
     "sparse_apply",
