@@ -1,0 +1,226 @@
+r"""DDS — Decomposed Diffusion Sampler (Chung, Lee, Ye, ICLR 2024), and the "2D-only diffusion" baseline.
+
+Algorithm (one step from time t to t′ < t, model space :math:`x_t = a_t z_0 + s_t\varepsilon`):
+
+1. :math:`(\hat z_0, \hat\varepsilon) = \text{prior}(x_t, t)` — one network call per slice (chunked);
+   :math:`\hat z_0` is Tweedie's estimate :math:`\mathbb E[z_0\mid x_t]`.
+2. Data consistency on the clean image :math:`\hat x_0 = \text{denormalise}(\hat z_0)` (image units):
+
+   * ``mode="3d"`` (the volume method): one ADMM iteration of
+     :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|D_z x\|_1` with ``cg_iter`` (default 5) CG steps
+     warm-started at :math:`\hat x_0` — the CG iterate stays in the Krylov subspace
+     :math:`\hat x_0 + \mathcal K_M(A^\top A + \rho D_z^\top D_z, r_0)`, which is what keeps it near the
+     clean-image manifold — and the split variables (d, u) shared across all diffusion steps;
+   * ``mode="2d"`` (per slice, no cross-slice coupling): ``cg_iter`` CG steps warm-started at
+     :math:`\hat x_0`, on :math:`A^\top A x = A^\top y` when ``sigma_y == 0`` and on
+     :math:`(I + \gamma A^\top A)x = \hat x_0 + \gamma A^\top y` (a proximal step, for noisy data)
+     when ``sigma_y > 0``; inner products per slice. This is also the **2D-only diffusion** baseline
+     (:meth:`DDS.slice_only`): DDS with the cross-slice TV removed.
+3. Re-noise to t′ (skipped at the last step, which returns the corrected :math:`\hat x_0'`):
+
+   * ``noise_mixing="dds"`` (the released code; the η = 0.85 CT setting belongs to it):
+     :math:`x_{t'} = a_{t'}\hat z_0' + s_{t'}\,(\eta\,\xi + \sqrt{1-\eta^2}\,\hat\varepsilon)`;
+   * ``noise_mixing="ddim"`` (Song et al.'s DDIM-η):
+     :math:`\sigma = \eta\,(s_{t'}/s_t)\sqrt{1-a_t^2/a_{t'}^2}`,
+     :math:`x_{t'} = a_{t'}\hat z_0' + \sqrt{s_{t'}^2-\sigma^2}\,\hat\varepsilon + \sigma\xi`,
+
+   with :math:`\xi \sim \mathcal N(0, I)` from the solver's seeded generator.
+
+Time grid: ``prior.schedule.ddim_timesteps(steps)`` (T = 1000, 50 steps → 980, 960, …, 0). NFE = ``steps``.
+
+Deviations from the released code (HJ-harry/DDS, ``solver_3d.py``): the last-but-one step re-noises to
+t = 0 instead of returning early, so exactly ``steps`` network calls are used and the output is the
+corrected Tweedie estimate at t = 0; the initial :math:`x_T` is :math:`\sqrt{a_T^2+s_T^2}\,\xi` (= ξ for VP);
+inner products and TV differences are exact for sharded volumes; the exact adjoint is used by default,
+with λ and ρ rescaled (:func:`~diffrecon.recon.sampler.exact_equivalent`) so the published values transfer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ..errors import InputDataError
+from .sampler import (
+    BACKPROJECTORS,
+    Context,
+    DiffusionSolver,
+    SharedADMMTV,
+    exact_equivalent,
+    global_cg,
+    reference_data_weight,
+    resolve_axes,
+)
+
+Tensor = torch.Tensor
+
+MODES = ("3d", "2d")
+NOISE_MIXING = ("dds", "ddim")
+
+
+class DDS(DiffusionSolver):
+    """Decomposed Diffusion Sampler for volumes (see the module docstring for the math).
+
+    Args:
+        prior: 2-D :class:`~diffrecon.priors.prior.DiffusionPrior` (VP as in the paper; VE works too).
+        steps: DDIM steps = NFE (paper/code: 50).
+        eta: stochasticity η ∈ [0, 1] (code CT: 0.85).
+        mode: ``"3d"`` (ADMM-TV across slices) or ``"2d"`` (per-slice CG, no TV).
+        lam: TV weight λ (3d mode), in the units of ½‖Ax − y‖² with ``backprojector``'s adjoint.
+        rho: ADMM penalty ρ (3d mode).
+        cg_iter: CG steps per data-consistency update (paper: M = 5).
+        tv_axes: TV axes (3d mode): ``("z",)`` as in the paper; ``"all"`` or any of ``"z","y","x"``.
+        boundary: ``"periodic"`` (reference) or ``"neumann"`` slice-axis differences.
+        sigma_y: measurement noise level; > 0 switches the 2d mode to the proximal (I + γAᵀA) system.
+        gamma: weight γ of the proximal 2d update.
+        noise_mixing: ``"dds"`` or ``"ddim"`` (module docstring).
+        backprojector: ``"exact"`` (Aᵀ) or ``"reference"`` (π/(2N)·Aᵀ, the reference code's CT "AT", so
+            its λ, ρ can be used unchanged).
+        seed, chunk_size, image_scale, progress, on_step: see :class:`~diffrecon.recon.sampler.DiffusionSolver`.
+
+    Example::
+
+        solver = DDS.paper_ct(prior, n_views=8)
+        x, record = solver(sinogram, SliceWise(ParallelBeam2D((64, 64), sparse_angles(8))))
+    """
+
+    method = "dds"
+
+    def __init__(self, prior, steps: int = 50, *, eta: float = 0.85, mode: str = "3d", lam: float = 0.2037,
+                 rho: float = 50.93, cg_iter: int = 5, tv_axes: Sequence[str | int] | str = ("z",),
+                 boundary: str = "periodic", sigma_y: float = 0.0, gamma: float = 1.0,
+                 noise_mixing: str = "dds", backprojector: str = "exact", seed: int = 0, chunk_size: int = 16,
+                 image_scale: float = 1.0, progress: bool = True, on_step=None):
+        super().__init__(prior, steps, seed=seed, chunk_size=chunk_size, image_scale=image_scale,
+                         progress=progress, on_step=on_step)
+        if not 0.0 <= float(eta) <= 1.0:
+            raise InputDataError(f"DDS: expected 0 <= eta <= 1, found {eta}")
+        if mode not in MODES:
+            raise InputDataError(f"DDS: mode must be one of {MODES}, found {mode!r}")
+        if noise_mixing not in NOISE_MIXING:
+            raise InputDataError(f"DDS: noise_mixing must be one of {NOISE_MIXING}, found {noise_mixing!r}")
+        if backprojector not in BACKPROJECTORS:
+            raise InputDataError(f"DDS: backprojector must be one of {BACKPROJECTORS}, found {backprojector!r}")
+        if int(cg_iter) < 1:
+            raise InputDataError(f"DDS: expected cg_iter >= 1, found {cg_iter}")
+        if not (math.isfinite(sigma_y) and sigma_y >= 0) or not (math.isfinite(gamma) and gamma > 0):
+            raise InputDataError(f"DDS: expected sigma_y >= 0 and gamma > 0, found {sigma_y}, {gamma}")
+        self.eta, self.mode, self.lam, self.rho = float(eta), mode, float(lam), float(rho)
+        self.cg_iter, self.tv_axes, self.boundary = int(cg_iter), resolve_axes(tv_axes), boundary
+        self.sigma_y, self.gamma = float(sigma_y), float(gamma)
+        self.noise_mixing, self.backprojector = noise_mixing, backprojector
+        if mode == "3d":  # validate λ, ρ, boundary now rather than at solve time
+            SharedADMMTV(torch.zeros(2, 1, 1), lambda v: v, self.lam, self.rho, self.tv_axes, boundary, 1)
+
+    # -- presets --------------------------------------------------------------------------------
+    @classmethod
+    def paper_ct(cls, prior, n_views: int = 8, limited_angle: bool = False, backprojector: str = "exact", **kw):
+        """The released 3-D CT settings (``eval_SVCT_3d.sh`` / ``eval_LACT_3d.sh``).
+
+        50 DDIM steps, η = 0.85, one ADMM iteration with 5 CG steps per step, TV on z (periodic),
+        σ_y = 0; λ = 0.04 (sparse view) or 0.4 (limited angle), ρ = 10 — values for the reference
+        π/(2N)-scaled back-projector. With ``backprojector="exact"`` (default) they are rescaled by
+        2N/π (:func:`~diffrecon.recon.sampler.exact_equivalent`); ``n_views`` is the number of
+        projection angles (the limited-angle 90° wedge at 1° steps has 90).
+        """
+        lam, rho = (0.4 if limited_angle else 0.04), 10.0
+        if backprojector == "exact":
+            lam, rho = exact_equivalent(lam, rho, n_views)
+        params = dict(steps=50, eta=0.85, mode="3d", lam=lam, rho=rho, cg_iter=5, tv_axes=("z",),
+                      boundary="periodic", noise_mixing="dds", backprojector=backprojector)
+        params.update(kw)
+        return cls(prior, **params)
+
+    @classmethod
+    def paper_mri(cls, prior, mode: str = "3d", **kw):
+        """Multi-coil MRI settings: 50 steps, η = 0.5 (the paper's value for 49 NFE), 5 CG steps.
+
+        ``mode="3d"`` uses DiffusionMBIR's MRI TV weights λ = 0.005, ρ = 0.01 (they transfer unchanged to
+        :class:`~diffrecon.operators.mri.MultiCoilMRI`'s orthonormal FFT: the reference's unnormalised FFT
+        and its 1/n-scaled inverse cancel in ½‖Ax − y‖²). ``mode="2d"`` is the released multi-coil script
+        (per slice, σ_y = 0.01, (I + γAᵀA) with γ = 1).
+        """
+        params = dict(steps=50, eta=0.5, mode=mode, cg_iter=5, noise_mixing="dds", backprojector="exact")
+        if mode == "3d":
+            params.update(lam=0.005, rho=0.01, tv_axes=("z",), boundary="periodic")
+        else:
+            params.update(sigma_y=0.01, gamma=1.0)
+        params.update(kw)
+        return cls(prior, **params)
+
+    @classmethod
+    def slice_only(cls, prior, **kw):
+        """The "2D-only diffusion" baseline: DDS with per-slice data consistency and no cross-slice TV."""
+        params = dict(steps=50, eta=0.85, mode="2d", cg_iter=5, noise_mixing="dds")
+        params.update(kw)
+        solver = cls(prior, **params)
+        solver.method = "dds_2d"
+        return solver
+
+    def settings(self) -> dict:
+        s = super().settings()
+        s.update(eta=self.eta, mode=self.mode, cg_iter=self.cg_iter, sigma_y=self.sigma_y,
+                 noise_mixing=self.noise_mixing, backprojector=self.backprojector)
+        if self.mode == "3d":
+            s.update(lam=self.lam, rho=self.rho, tv_axes=list(self.tv_axes), boundary=self.boundary)
+        else:
+            s.update(gamma=self.gamma)
+        return s
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _timesteps(self) -> Tensor:
+        return self.prior.schedule.ddim_timesteps(self.steps)
+
+    def _init(self, ctx: Context) -> dict[str, Tensor]:
+        w = reference_data_weight(ctx.op) if self.backprojector == "reference" else 1.0
+        ctx.extra["w"] = w
+        aty = ctx.extra["aty"] * w
+        ctx.extra["aty_w"] = aty
+        if self.mode == "3d":
+            ctx.extra["admm"] = SharedADMMTV(aty, lambda v: w * ctx.op.normal(v), self.lam, self.rho,
+                                             self.tv_axes, self.boundary, self.cg_iter, ctx.comm)
+        a, s = self.alpha_sigma(ctx.timesteps[0])
+        x_t = math.sqrt(a * a + s * s) * self.randn(ctx)
+        return {"x_t": x_t, "x0": torch.zeros_like(x_t)}
+
+    def _dc_state(self, ctx):
+        return ctx.extra["admm"].state_dict() if self.mode == "3d" else {}
+
+    def _load_dc_state(self, ctx, state):
+        if self.mode == "3d":
+            ctx.extra["admm"].load_state_dict(state)
+
+    def data_consistency(self, x0: Tensor, ctx: Context) -> Tensor:
+        """The DC update of a clean estimate (slice-first, prior data units)."""
+        if self.mode == "3d":
+            return ctx.extra["admm"].step(x0)
+        w, op, aty = ctx.extra["w"], ctx.op, ctx.extra["aty_w"]
+
+        def per_slice(a, b):
+            return (a * b).sum(dim=(-2, -1), keepdim=True)
+
+        if self.sigma_y > 0:
+            g = self.gamma
+            return global_cg(lambda v: v + g * w * op.normal(v), x0 + g * aty, x0, self.cg_iter, per_slice)
+        return global_cg(lambda v: w * op.normal(v), aty, x0, self.cg_iter, per_slice)
+
+    def _step(self, i: int, state: dict[str, Tensor], ctx: Context) -> dict[str, Tensor]:
+        t = float(ctx.timesteps[i])
+        z0, eps = self.predict(state["x_t"], t, ctx)
+        x0 = self.data_consistency(self.to_image(z0), ctx)
+        if i + 1 == len(ctx.timesteps):
+            return {"x_t": state["x_t"], "x0": x0}
+        a, s = self.alpha_sigma(t)
+        a2, s2 = self.alpha_sigma(float(ctx.timesteps[i + 1]))
+        z0c = self.to_model(x0)
+        if self.noise_mixing == "dds":
+            c_noise, c_eps = s2 * self.eta, s2 * math.sqrt(max(0.0, 1.0 - self.eta**2))
+        else:
+            c_noise = self.eta * (s2 / s) * math.sqrt(max(0.0, 1.0 - (a * a) / (a2 * a2)))
+            c_eps = math.sqrt(max(0.0, s2 * s2 - c_noise * c_noise))
+        x_next = a2 * z0c + c_eps * eps
+        if c_noise > 0:
+            x_next = x_next + c_noise * self.randn(ctx)
+        return {"x_t": x_next, "x0": x0}
