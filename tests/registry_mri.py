@@ -95,3 +95,12 @@ def _(dtype, device):
     return OperatorCase(
         NonCartesianMRI(coord, _maps((2, 6, 6), dtype, device)).to(device), in_complex=True, out_complex=True
     )
+
+
+@register("MultiCoilMRI-shared-maps-n_slices")
+def _(dtype, device):
+    return OperatorCase(
+        MultiCoilMRI(_maps((2, 4, 6), dtype, device), _mask((4, 6)), n_slices=3).to(device),
+        in_complex=True,
+        out_complex=True,
+    )

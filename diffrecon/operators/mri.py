@@ -145,9 +145,11 @@ class _CartesianMRI(LinearOperator):
         fft_ndim: int,
         real_input: bool,
         image_shape: Sequence[int] | None = None,
+        n_slices: int | None = None,
     ):
         name = type(self).__name__
         nd = int(fft_ndim)
+        requested_slices = None if n_slices is None else int(n_slices)
 
         if maps is not None:
             maps = torch.as_tensor(maps)
@@ -179,9 +181,14 @@ class _CartesianMRI(LinearOperator):
             n_coils = None
             n_slices = None
 
+        if requested_slices is not None:
+            if n_slices is not None and n_slices != requested_slices:
+                raise InputDataError(
+                    f"{name}: n_slices={requested_slices} but the coil maps have {n_slices} slices"
+                )
+            n_slices = requested_slices
         mask_t, n_slices = _normalise_mask(mask, grid, n_slices, name)
-        if n_slices is not None and maps is not None and maps.ndim == nd + 1:
-            maps = maps.unsqueeze(0).expand(n_slices, *maps.shape)  # shared maps, per-slice mask
+        # shared maps (C, *grid) with a slice axis in the domain broadcast over it; no copy is made
         lead = (n_slices,) if n_slices is not None else ()
         coil = (n_coils,) if n_coils is not None else ()
         super().__init__((*lead, *grid), (*lead, *coil, *grid))
@@ -311,6 +318,9 @@ class MultiCoilMRI(_CartesianMRI):
         mask: sampling mask (bool or real weights): ``(H, W)``, ``(W,)``, anything broadcasting to
             ``(H, W)``, or per-slice ``(S, H, W)``.
         real_input: real image domain, adjoint Re(Aᴴ y) (see the module docstring).
+        n_slices: give shared maps ``(C, H, W)`` and a shared mask a slice axis S in the domain, so a
+            stack ``(S, H, W)`` is one operand (needed for regularisers across slices); the maps are
+            broadcast, not copied.
 
     Shapes:
         image ``(..., H, W)`` or ``(..., S, H, W)`` → k-space ``(..., C, H, W)`` or ``(..., S, C, H, W)``.
@@ -324,12 +334,12 @@ class MultiCoilMRI(_CartesianMRI):
         >>> k = A(torch.randn(3, 64, 64, dtype=torch.complex64))   # (3, 8, 64, 64)
     """
 
-    def __init__(self, maps: Tensor, mask: Tensor, real_input: bool = False):
+    def __init__(self, maps: Tensor, mask: Tensor, real_input: bool = False, n_slices: int | None = None):
         if maps is None:
             raise InputDataError(
                 "MultiCoilMRI: expected coil maps, found None (use SingleCoilMRI for one coil)"
             )
-        super().__init__(maps, mask, fft_ndim=2, real_input=real_input)
+        super().__init__(maps, mask, fft_ndim=2, real_input=real_input, n_slices=n_slices)
 
 
 class SingleCoilMRI(_CartesianMRI):
@@ -783,6 +793,53 @@ def birdcage_maps(
     return maps.to(dtype)
 
 
+def _espirit_torch(
+    k: Tensor, calib_width: int, thresh: float, kernel_width: int, crop: float, ndim: int
+) -> Tensor:
+    """ESPIRiT for one k-space ``(C, *grid)`` in torch (any device); see :func:`espirit_maps`."""
+    c = int(k.shape[0])
+    grid = tuple(int(n) for n in k.shape[1:])
+    kw, cw = int(kernel_width), int(calib_width)
+    cdt = k.dtype
+    # 1. calibration box and its block (Hankel-like) matrix: one row per kw^ndim patch, C*kw^ndim columns
+    box = k[(slice(None), *(slice(n // 2 - cw // 2, n // 2 - cw // 2 + cw) for n in grid))]
+    patches = box
+    for d in range(1, ndim + 1):
+        patches = patches.unfold(d, kw, 1)  # (C, nb..., kw...)
+    nb = patches.shape[1 : 1 + ndim]
+    perm = (*range(1, 1 + ndim), 0, *range(1 + ndim, 1 + 2 * ndim))
+    mat = patches.permute(perm).reshape(math.prod(nb), c * kw**ndim)
+    # 2. kernels: right singular vectors whose singular value exceeds thresh * max
+    _, sv, vh = torch.linalg.svd(mat, full_matrices=False)
+    kernels = vh[sv > thresh * sv.max()].reshape(-1, c, *(kw,) * ndim)
+    # 3. image-domain kernel operator M(r) = Σ_k v_k(r) v_k(r)ᴴ with v_k = centred IFFT of the zero-padded
+    #    kernel k. Expanding the product, M_cd(r) = N^(-1/2) · IFFTc[G_cd](r) where G_cd[Δ] =
+    #    Σ_k Σ_j K_kc[j + Δ] conj(K_kd[j]) is the kernels' cross-correlation (lags |Δ| < kw), so only
+    #    C² small correlations and C² image-size FFTs are needed, whatever the number of kernels.
+    lag = 2 * kw - 1
+    if any(n < lag for n in grid):
+        raise InputDataError(f"espirit_maps: the grid {grid} must be at least 2*kernel_width-1 = {lag} wide")
+    dims = tuple(range(2, 2 + ndim))
+    fk = torch.fft.fftn(kernels, s=(lag,) * ndim, dim=dims)  # (K, C, lag...)
+    letters = "xyz"[:ndim]
+    g = torch.einsum(f"kc{letters},kd{letters}->cd{letters}", fk, fk.conj())
+    g = torch.fft.fftshift(torch.fft.ifftn(g, dim=dims), dim=dims)  # lag 0 at index kw - 1
+    padded = torch.zeros((c, c, *grid), dtype=cdt, device=k.device)
+    padded[(slice(None), slice(None), *(slice(n // 2 - (kw - 1), n // 2 + kw) for n in grid))] = g
+    n_vox = math.prod(grid)
+    aha = _fft.ifftc(padded, ndim) * (math.sqrt(n_vox) / kw**ndim)  # N^(-1/2) · N / kw^d (sigpy's scaling)
+    aha = aha.permute(*range(2, 2 + ndim), 0, 1)  # (*grid, C, C)
+    # 4. per-voxel dominant eigenvector (Hermitian eigendecomposition, eigenvalues ascending)
+    evals, evecs = torch.linalg.eigh(aha)
+    lam = evals[..., -1]
+    mps = evecs[..., -1]  # (*grid, C)
+    # 5. remove the phase of coil 0, crop where the eigenvalue is below `crop`
+    ref = mps[..., :1]
+    mps = mps * (ref.conj() / ref.abs().clamp_min(torch.finfo(lam.dtype).tiny))
+    mps = mps * (lam > crop).unsqueeze(-1)
+    return mps.movedim(-1, 0).contiguous()
+
+
 def espirit_maps(
     kspace: Tensor,
     calib_width: int = 24,
@@ -791,29 +848,40 @@ def espirit_maps(
     crop: float = 0.95,
     max_iter: int = 100,
     ndim: int = 2,
+    backend: str = "torch",
 ) -> Tensor:
-    """ESPIRiT coil sensitivities estimated from the fully sampled k-space centre (via sigpy, on CPU).
+    """ESPIRiT coil sensitivities estimated from the fully sampled k-space centre (Uecker et al. 2014).
 
-    Runs ``sigpy.mri.app.EspiritCalib`` on a ``calib_width``-wide centre box of each slice (the
-    eigenvector of the calibration-kernel operator with eigenvalue ≈ 1; voxels whose eigenvalue is below
-    ``crop`` get zero maps, i.e. the background is masked). The maps satisfy Σ_c |S_c|² = 1 in the
-    support and carry the phase of coil 0 removed (a relative phase, as usual for ESPIRiT).
+    Per slice: the ``calib_width``-wide centre box gives a block matrix of all ``kernel_width``-wide
+    patches; its right singular vectors with singular value > ``thresh``·max span the calibration
+    kernels. In the image domain they define, at each voxel r, the C×C Hermitian matrix
+    M(r) = N/kw^d · Σ_k v_k(r) v_k(r)ᴴ (v_k the centred inverse FFT of kernel k); the maps are its
+    dominant eigenvector, kept where the eigenvalue exceeds ``crop`` (≈ 1 inside the object, so the
+    background is masked). The maps satisfy Σ_c |S_c|² = 1 in the support and have the phase of coil 0
+    removed (a relative phase, as usual for ESPIRiT).
+
+    ``backend="torch"`` (default) computes this in torch on the k-space's device, with an exact
+    eigendecomposition per voxel; ``backend="sigpy"`` calls ``sigpy.mri.app.EspiritCalib`` (power
+    iteration, ``max_iter`` steps) on the CPU. The two agree inside the support (see the tests).
 
     Args:
         kspace: complex centred k-space ``(C, *grid)`` or a stack ``(S, C, *grid)`` (maps per slice);
             ``grid`` has ``ndim`` axes.
         calib_width: side of the calibration box; it must be fully sampled (in every coil).
-        thresh, kernel_width, crop, max_iter: sigpy's ESPIRiT settings.
+        thresh, kernel_width, crop: ESPIRiT settings (sigpy's defaults).
+        max_iter: power iterations (sigpy backend only).
         ndim: number of image axes (2, or 3 for a 3-D acquisition).
+        backend: ``"torch"`` or ``"sigpy"``.
 
     Returns:
         complex64 maps with the shape of ``kspace``.
 
     Raises:
         InputDataError: wrong shape, or a calibration box with unsampled points.
-        MissingDependencyError: without sigpy.
+        MissingDependencyError: ``backend="sigpy"`` without sigpy.
     """
-    app = require("sigpy.mri.app", "mri")
+    if backend not in ("torch", "sigpy"):
+        raise InputDataError(f"espirit_maps: backend must be 'torch' or 'sigpy', found {backend!r}")
     k = torch.as_tensor(kspace)
     if not k.is_complex():
         raise InputDataError(f"espirit_maps: expected complex k-space, found dtype {k.dtype}")
@@ -835,6 +903,13 @@ def espirit_maps(
             f"{missing} unsampled location(s); lower calib_width or sample a wider centre "
             "(center_fraction / calib)"
         )
+    if kernel_width > calib_width:
+        raise InputDataError(f"espirit_maps: kernel_width {kernel_width} exceeds calib_width {calib_width}")
+    if backend == "torch":
+        stack = k.detach().reshape(-1, *k.shape[-ndim - 1 :]).to(torch.complex64)
+        maps = [_espirit_torch(ks, calib_width, thresh, kernel_width, crop, ndim) for ks in stack]
+        return torch.stack(maps).reshape(k.shape)
+    app = require("sigpy.mri.app", "mri")
     stack = k.reshape(-1, *k.shape[-ndim - 1 :]).detach().cpu().numpy().astype(np.complex64)
     out = []
     for ks in stack:

@@ -81,8 +81,8 @@ def _mask_from_kspace(kspace: Tensor, ndim: int) -> Tensor:
 def sense_operator(kspace: Tensor, maps: Tensor, mask: Tensor | None = None, ndim: int = 2):
     """The SENSE operator matching ``kspace``: one coupled system over all slices of a stack.
 
-    Shared maps ``(C, H, W)`` with a stack ``(S, C, H, W)`` are expanded (without copying) to per-slice
-    maps so the operator's domain is the whole ``(S, H, W)`` stack.
+    Shared maps ``(C, H, W)`` with a stack ``(S, C, H, W)`` are broadcast (not copied) over the slice
+    axis so the operator's domain is the whole ``(S, H, W)`` stack.
     """
     _check_kspace(kspace, ndim)
     maps = torch.as_tensor(maps).to(kspace.device)
@@ -103,7 +103,7 @@ def sense_operator(kspace: Tensor, maps: Tensor, mask: Tensor | None = None, ndi
     if ndim != 2:
         raise InputDataError(f"expected ndim 2 or 3, found {ndim}")
     if kspace.ndim >= 4 and maps.ndim == 3:
-        maps = maps.unsqueeze(0).expand(kspace.shape[-4], *maps.shape)
+        return MultiCoilMRI(maps, mask, n_slices=int(kspace.shape[-4]))
     return MultiCoilMRI(maps, mask)
 
 
