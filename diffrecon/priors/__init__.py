@@ -1,0 +1,30 @@
+"""Diffusion priors: schedules, the ``DiffusionPrior``/``LatentPrior`` interface, adapters, checkpoints,
+training, and the bundled priors.
+
+Quick start::
+
+    import diffrecon.priors as P
+    prior = P.load("head-64")                       # bundled 2D 64×64 head-slice prior (VP, v-prediction)
+    x_hat = prior.denoise(noisy_slices, sigma=0.1)  # Tweedie/MMSE denoising in [0, 1] image units
+"""
+
+from .checkpoint import load_prior, load_torch_weights, save_prior
+from .prior import DiffusionPrior, LatentPrior, psnr
+from .registry import available, load
+from .schedule import Schedule, VESchedule, VPContinuousSchedule, VPSchedule, schedule_from_config
+
+__all__ = [
+    "DiffusionPrior",
+    "LatentPrior",
+    "Schedule",
+    "VPSchedule",
+    "VPContinuousSchedule",
+    "VESchedule",
+    "schedule_from_config",
+    "load",
+    "available",
+    "load_prior",
+    "save_prior",
+    "load_torch_weights",
+    "psnr",
+]

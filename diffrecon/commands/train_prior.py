@@ -1,0 +1,226 @@
+"""``diffrecon train-prior``: train a 2D slice diffusion prior (or a small latent prior).
+
+Examples::
+
+    # from NIfTI volumes (MONAI pipeline: RAS, percentile scaling, crop, cube, resize, slices on 3 axes)
+    diffrecon train-prior --data vols/ --out runs/mine --steps 20000
+    # from a precomputed slice bank (python -m diffrecon.datasets.bank), resumable, exporting the EMA prior
+    diffrecon train-prior --bank runs/bank-head64 --out runs/head64 --export diffrecon/priors/weights/head-64
+    diffrecon train-prior --out runs/head64 --resume --steps 40000
+    # multi-process (DDP): torchrun --nproc-per-node 2 -m diffrecon.cli train-prior ...
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train-prior",
+        help="train a 2D slice diffusion prior (denoising score matching)",
+        description=__doc__.split("Examples")[0].strip(),
+    )
+    src = p.add_argument_group("data")
+    src.add_argument("--data", nargs="+", help="NIfTI files or folders of them (training volumes)")
+    src.add_argument(
+        "--bank", help="folder of precomputed slice shards (shard-*.npy), re-scanned while training"
+    )
+    src.add_argument(
+        "--val-data",
+        nargs="+",
+        help="NIfTI files/folders or a bank for validation (default: held-out slices of the training data)",
+    )
+    src.add_argument("--val-slices", type=int, default=96, help="number of held-out validation slices")
+    src.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], help="slice axes of the volumes")
+    src.add_argument("--image-size", type=int, default=64)
+    src.add_argument(
+        "--description", default="", help="free text describing the training data (stored in the JSON)"
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--kind", choices=["diffusion", "latent"], default="diffusion")
+    m.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
+    m.add_argument(
+        "--attention", type=int, nargs="+", help="1/0 per level (default: attention at the lowest level)"
+    )
+    m.add_argument("--res-blocks", type=int, default=1)
+    m.add_argument("--head-channels", type=int, default=32)
+    m.add_argument("--norm-groups", type=int, default=16)
+    m.add_argument("--schedule", choices=["linear", "cosine", "ve"], default="linear")
+    m.add_argument("--timesteps", type=int, default=1000, help="number of discrete steps T")
+    m.add_argument("--beta-start", type=float, default=1e-4)
+    m.add_argument("--beta-end", type=float, default=0.02)
+    m.add_argument("--sigma-min", type=float, default=0.01)
+    m.add_argument("--sigma-max", type=float, default=50.0)
+    m.add_argument("--parameterisation", choices=["eps", "x0", "v", "score"], default="v")
+    m.add_argument(
+        "--ae-channels", type=int, nargs="+", default=[32, 64], help="latent kind: AutoencoderKL channels"
+    )
+    m.add_argument("--latent-channels", type=int, default=2)
+    m.add_argument("--ae-steps", type=int, default=2000)
+    o = p.add_argument_group("optimisation")
+    o.add_argument(
+        "--steps", type=int, default=100000, help="total iterations (a resumed run continues to this)"
+    )
+    o.add_argument("--time-limit", type=float, help="stop (saving state) after this many minutes")
+    o.add_argument("--batch-size", type=int, default=16, help="per process")
+    o.add_argument("--lr", type=float, default=5e-4)
+    o.add_argument("--warmup", type=int, default=200)
+    o.add_argument("--ema-decay", type=float, default=0.999)
+    o.add_argument("--grad-clip", type=float, default=1.0)
+    o.add_argument(
+        "--low-t-frac", type=float, default=0.5, help="fraction of each batch drawn from t < --low-t-max"
+    )
+    o.add_argument("--low-t-max", type=int, default=250)
+    o.add_argument("--no-augment", action="store_true")
+    o.add_argument("--mixed-precision", action="store_true", help="CUDA autocast + GradScaler (CUDA only)")
+    o.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="run folder (state, EMA prior, log.jsonl)")
+    r.add_argument("--resume", action="store_true", help="continue from the state in --out (its config wins)")
+    r.add_argument(
+        "--export", help="also write the final EMA prior to this stem (e.g. diffrecon/priors/weights/head-64)"
+    )
+    r.add_argument("--val-every", type=int, default=250)
+    r.add_argument("--log-every", type=int, default=25)
+    r.add_argument("--ckpt-minutes", type=float, default=5.0)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _config(args):
+    from ..priors.networks import unet_config
+    from ..priors.train import TrainConfig, ae_config
+
+    if args.schedule == "ve":
+        sched = {
+            "type": "ve",
+            "sigma_min": args.sigma_min,
+            "sigma_max": args.sigma_max,
+            "num_steps": args.timesteps,
+        }
+        time_input = "log_sigma"
+    elif args.schedule == "cosine":
+        sched = {"type": "vp", "beta_schedule": "cosine", "num_steps": args.timesteps}
+        time_input = "index"
+    else:
+        sched = {
+            "type": "vp",
+            "beta_schedule": "linear",
+            "num_steps": args.timesteps,
+            "beta_start": args.beta_start,
+            "beta_end": args.beta_end,
+        }
+        time_input = "index"
+    att = [bool(a) for a in args.attention] if args.attention else None
+    return TrainConfig(
+        kind=args.kind,
+        image_size=args.image_size,
+        architecture=unet_config(
+            args.channels,
+            att,
+            args.res_blocks,
+            args.head_channels,
+            args.norm_groups,
+            in_channels=args.latent_channels if args.kind == "latent" else 1,
+            out_channels=args.latent_channels if args.kind == "latent" else 1,
+        ),
+        schedule=sched,
+        parameterisation=args.parameterisation,
+        time_input=time_input,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        steps=args.steps,
+        grad_clip=args.grad_clip,
+        ema_decay=args.ema_decay,
+        low_t_frac=args.low_t_frac,
+        low_t_max=args.low_t_max,
+        augment=not args.no_augment,
+        val_every=args.val_every,
+        log_every=args.log_every,
+        ckpt_minutes=args.ckpt_minutes,
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+        data_description=args.description,
+        ae_architecture=ae_config(args.ae_channels, args.latent_channels) if args.kind == "latent" else None,
+        ae_steps=args.ae_steps,
+    )
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from ..errors import InputDataError
+    from ..priors.train import SliceSource, TrainConfig, _shuffled, slices_from_nifti, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = pathlib.Path(args.out)
+    if args.resume and (out / "state.json").exists():
+        saved = json.loads((out / "state.json").read_text())["config"]
+        cfg = TrainConfig(**saved)
+        cfg.steps = max(cfg.steps, args.steps) if args.steps != 100000 else cfg.steps
+        if args.steps != 100000:
+            cfg.steps = args.steps
+    else:
+        cfg = _config(args)
+    bank = args.bank
+    if bank is None and not args.data and args.resume and (out / "data.json").exists():
+        d = json.loads((out / "data.json").read_text())
+        bank, args.data = d.get("bank"), d.get("data")
+    if bank:
+        from ..datasets.bank import load_bank
+
+        slices = _shuffled(load_bank(bank))
+    elif args.data:
+        slices = _shuffled(slices_from_nifti(args.data, cfg.image_size, tuple(args.axes)))
+    else:
+        raise InputDataError("give --data (NIfTI files/folders) or --bank (slice shards)")
+    holdout = 0 if args.val_data else min(args.val_slices, max(1, slices.shape[0] // 10))
+    source = SliceSource(slices, bank_dir=bank, holdout=holdout)
+    if bank:
+        source._nshards = sum(1 for _ in pathlib.Path(bank).glob("shard-*.npy"))
+    if args.val_data:
+        v = args.val_data
+        if len(v) == 1 and pathlib.Path(v[0]).is_dir() and any(pathlib.Path(v[0]).glob("shard-*.npy")):
+            from ..datasets.bank import load_bank
+
+            val = load_bank(v[0])
+        else:
+            val = slices_from_nifti(v, cfg.image_size, tuple(args.axes))
+        val = _shuffled(val)[: args.val_slices]
+        source.val = torch.as_tensor(np.asarray(val, np.float16))[:, None]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data.json").write_text(
+        json.dumps(
+            {
+                "bank": bank,
+                "data": args.data,
+                "val_data": args.val_data,
+                "train_slices": int(source.train.shape[0]),
+                "val_slices": int(source.val.shape[0]),
+            },
+            indent=2,
+        )
+    )
+    print(
+        f"train-prior: {source.train.shape[0]} training slices, {source.val.shape[0]} validation slices, "
+        f"kind={cfg.kind}, arch={cfg.architecture['kwargs'].get('channels')}, device={args.device}"
+    )
+    info = train(
+        cfg,
+        source,
+        out,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.no_progress,
+        time_limit_s=args.time_limit * 60 if args.time_limit else None,
+        export=args.export,
+    )
+    print(f"train-prior: stopped at step {info['step']}, final loss {info.get('final_loss')}; state in {out}")
+    return 0
