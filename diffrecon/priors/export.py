@@ -71,7 +71,8 @@ def main(argv=None) -> int:
         res = mod.run(prior, mod.sample_slices(), mod.DEFAULT_SIGMAS)
         prior.config["sample_volume_denoising"] = res
         print(json.dumps(res, indent=1))
-    save_prior(prior, a.dst, dtype=torch.float16 if a.half else None)
+    for f in save_prior(prior, a.dst, dtype=torch.float16 if a.half else None):
+        f.chmod(0o644)  # package data must be world-readable (atomic writes create 0600 files)
     print(f"exported {a.src} -> {a.dst}.safetensors/.json")
     if a.samples:
         sample_grid(prior, a.samples, steps=a.sample_steps)
