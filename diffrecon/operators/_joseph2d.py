@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -69,6 +69,32 @@ class RaySet:
     rx: np.ndarray
     ry: np.ndarray
     vertical: np.ndarray
+    _on_device: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def on(self, device: torch.device) -> tuple[Tensor, ...]:
+        """``(dx, dy, rx, ry, vertical)`` as tensors on ``device`` (float64 / bool), copied once."""
+        key = str(device)
+        if key not in self._on_device:
+            f64 = torch.float64
+            self._on_device[key] = tuple(torch.as_tensor(a, dtype=f64, device=device) for a in
+                                         (self.dx, self.dy, self.rx, self.ry)) + (
+                torch.as_tensor(self.vertical, device=device),)
+        return self._on_device[key]
+
+    def bin_half_width(self) -> np.ndarray:
+        """Per view, 1/|∂pos/∂bin|: half the number of bins whose rays cross one pixel (parallel
+        geometries; all rays of a view are parallel). Shape ``(n_angles,)``."""
+        n = self.dx.shape[1]
+        if n < 2:
+            return np.ones(self.dx.shape[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = self.vertical
+            # crossing of the row (vertical) / column (horizontal) line through the image centre
+            pv = self.dx - self.dy * self.rx / np.where(v, self.ry, 1.0)
+            ph = -(self.dy - self.dx * self.ry / np.where(v, 1.0, self.rx))
+            p = np.where(v, pv, ph)
+        beta = np.abs(p[:, -1] - p[:, 0]) / (n - 1)
+        return 1.0 / beta
 
 
 def rays_of(geom) -> RaySet:
@@ -108,11 +134,8 @@ class _RayParams:
         H, W = image_shape
         f64 = torch.float64
 
-        def t(a):
-            return torch.as_tensor(np.ascontiguousarray(a[angle_slice]).reshape(-1), dtype=f64, device=device)
-
-        dx, dy, rx, ry = t(rays.dx), t(rays.dy), t(rays.rx), t(rays.ry)
-        vert = torch.as_tensor(np.ascontiguousarray(rays.vertical[angle_slice]).reshape(-1), device=device)
+        # slices of tensors cached on the device: no host→device copy per call
+        dx, dy, rx, ry, vert = (a[angle_slice].reshape(-1) for a in rays.on(device))
         one = torch.ones_like(rx)
         # Guard the divisions: the branch not taken may divide by ~0; its values are discarded.
         ry_safe = torch.where(vert, ry, one)
@@ -529,7 +552,7 @@ def matrix_free_adjoint_parallel(
         vert = P.vertical.view(V, n_det)[:, :1, None]
         beta = ((p0[:, -1] - p0[:, 0]) / (n_det - 1))[:, None, None]  # (V, 1, 1)
         half = 1.0 / beta.abs()
-        n_taps = int(torch.floor(2.0 * half.max() + 2e-6).item()) + 1
+        n_taps = int(math.floor(2.0 * float(rays.bin_half_width()[sl].max()) + 2e-6)) + 1  # host-side
         step = torch.where(vert, ii, jj)  # (V, H, W)
         other = torch.where(vert, jj, ii)
         dstar = (other - p0[:, :1, None] - step * dp) / beta
