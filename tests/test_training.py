@@ -76,6 +76,23 @@ def test_few_steps_reduce_loss(tmp_path):
     assert any(r["event"] == "train" for r in lines)
 
 
+@pytest.mark.parametrize(
+    "schedule,param,time_input",
+    [
+        ({"type": "vp", "beta_schedule": "cosine", "num_steps": 100}, "eps", "index"),
+        ({"type": "ve", "sigma_min": 0.01, "sigma_max": 20.0}, "score", "t1000"),
+        ({"type": "vp_continuous", "beta_min": 0.1, "beta_max": 20.0}, "x0", "log_sigma"),
+    ],
+)
+def test_other_schedules_train(tmp_path, schedule, param, time_input):
+    x = _blobs(16)
+    cfg = _cfg(schedule=schedule, parameterisation=param, time_input=time_input, steps=3, val_every=3)
+    info = train(cfg, SliceSource(x, holdout=4), tmp_path / "r", progress=False)
+    assert info["step"] == 3 and np.isfinite(info["final_loss"])
+    p = load(tmp_path / "r" / "ema_prior")
+    assert p.parameterisation == param and p.schedule.to_config()["type"] == schedule["type"]
+
+
 def test_resume_is_exact(tmp_path):
     x = _blobs(32)[:, None]
     torch.manual_seed(1)

@@ -32,7 +32,12 @@ def add_parser(sub) -> None:
         nargs="+",
         help="NIfTI files/folders or a bank for validation (default: held-out slices of the training data)",
     )
-    src.add_argument("--val-slices", type=int, default=96, help="number of held-out validation slices")
+    src.add_argument(
+        "--val-slices",
+        type=int,
+        default=None,
+        help="held-out validation slices (default 96; resume: as before)",
+    )
     src.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], help="slice axes of the volumes")
     src.add_argument("--image-size", type=int, default=64)
     src.add_argument(
@@ -61,16 +66,22 @@ def add_parser(sub) -> None:
     m.add_argument("--ae-steps", type=int, default=2000)
     o = p.add_argument_group("optimisation")
     o.add_argument(
-        "--steps", type=int, default=100000, help="total iterations (a resumed run continues to this)"
+        "--steps",
+        type=int,
+        default=None,
+        help="total iterations (default 100000; with --resume: the new total)",
     )
     o.add_argument("--time-limit", type=float, help="stop (saving state) after this many minutes")
-    o.add_argument("--batch-size", type=int, default=16, help="per process")
-    o.add_argument("--lr", type=float, default=5e-4)
+    o.add_argument("--batch-size", type=int, default=None, help="per process (default 16)")
+    o.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
     o.add_argument("--warmup", type=int, default=200)
-    o.add_argument("--ema-decay", type=float, default=0.999)
+    o.add_argument("--ema-decay", type=float, default=None, help="default 0.999")
     o.add_argument("--grad-clip", type=float, default=1.0)
     o.add_argument(
-        "--low-t-frac", type=float, default=0.5, help="fraction of each batch drawn from t < --low-t-max"
+        "--low-t-frac",
+        type=float,
+        default=None,
+        help="fraction of each batch drawn from t < --low-t-max (default 0.5)",
     )
     o.add_argument("--low-t-max", type=int, default=250)
     o.add_argument("--no-augment", action="store_true")
@@ -82,13 +93,30 @@ def add_parser(sub) -> None:
     r.add_argument(
         "--export", help="also write the final EMA prior to this stem (e.g. diffrecon/priors/weights/head-64)"
     )
-    r.add_argument("--val-every", type=int, default=250)
-    r.add_argument("--log-every", type=int, default=25)
-    r.add_argument("--ckpt-minutes", type=float, default=5.0)
+    r.add_argument("--val-every", type=int, default=None, help="default 250")
+    r.add_argument("--log-every", type=int, default=None, help="default 25")
+    r.add_argument("--ckpt-minutes", type=float, default=None, help="default 5")
     r.add_argument("--device", default="cpu")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+
+
+# options that may be changed when resuming (everything else comes from the stored config)
+OVERRIDABLE = (
+    "steps",
+    "batch_size",
+    "lr",
+    "ema_decay",
+    "low_t_frac",
+    "val_every",
+    "log_every",
+    "ckpt_minutes",
+)
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def _config(args):
@@ -102,7 +130,9 @@ def _config(args):
             "sigma_max": args.sigma_max,
             "num_steps": args.timesteps,
         }
-        time_input = "log_sigma"
+        time_input = (
+            "t1000"  # continuous t in [0, 1] scaled to the 0..1000 range of the UNet's time embedding
+        )
     elif args.schedule == "cosine":
         sched = {"type": "vp", "beta_schedule": "cosine", "num_steps": args.timesteps}
         time_input = "index"
@@ -131,18 +161,18 @@ def _config(args):
         schedule=sched,
         parameterisation=args.parameterisation,
         time_input=time_input,
-        batch_size=args.batch_size,
-        lr=args.lr,
+        batch_size=_or(args.batch_size, 16),
+        lr=_or(args.lr, 5e-4),
         warmup=args.warmup,
-        steps=args.steps,
+        steps=_or(args.steps, 100000),
         grad_clip=args.grad_clip,
-        ema_decay=args.ema_decay,
-        low_t_frac=args.low_t_frac,
+        ema_decay=_or(args.ema_decay, 0.999),
+        low_t_frac=_or(args.low_t_frac, 0.5),
         low_t_max=args.low_t_max,
         augment=not args.no_augment,
-        val_every=args.val_every,
-        log_every=args.log_every,
-        ckpt_minutes=args.ckpt_minutes,
+        val_every=_or(args.val_every, 250),
+        log_every=_or(args.log_every, 25),
+        ckpt_minutes=_or(args.ckpt_minutes, 5.0),
         seed=args.seed,
         mixed_precision=args.mixed_precision,
         data_description=args.description,
@@ -164,15 +194,19 @@ def run(args) -> int:
     if args.resume and (out / "state.json").exists():
         saved = json.loads((out / "state.json").read_text())["config"]
         cfg = TrainConfig(**saved)
-        cfg.steps = max(cfg.steps, args.steps) if args.steps != 100000 else cfg.steps
-        if args.steps != 100000:
-            cfg.steps = args.steps
+        for k in OVERRIDABLE:
+            if getattr(args, k) is not None:
+                setattr(cfg, k, getattr(args, k))
     else:
         cfg = _config(args)
     bank = args.bank
     if bank is None and not args.data and args.resume and (out / "data.json").exists():
         d = json.loads((out / "data.json").read_text())
         bank, args.data = d.get("bank"), d.get("data")
+        if args.val_slices is None and not args.val_data:
+            args.val_slices = d.get("val_slices")
+    if args.val_slices is None:
+        args.val_slices = 96
     if bank:
         from ..datasets.bank import load_bank
 
