@@ -41,6 +41,14 @@ def add_parser(sub) -> None:
     src.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], help="slice axes of the volumes")
     src.add_argument("--image-size", type=int, default=64)
     src.add_argument(
+        "--percentiles",
+        type=float,
+        nargs=2,
+        default=[0.0, 99.9],
+        metavar=("LO", "HI"),
+        help="intensity normalisation: percentiles mapped to 0 and 1 (clipped)",
+    )
+    src.add_argument(
         "--description", default="", help="free text describing the training data (stored in the JSON)"
     )
     m = p.add_argument_group("model")
@@ -212,7 +220,9 @@ def run(args) -> int:
 
         slices = _shuffled(load_bank(bank))
     elif args.data:
-        slices = _shuffled(slices_from_nifti(args.data, cfg.image_size, tuple(args.axes)))
+        slices = _shuffled(
+            slices_from_nifti(args.data, cfg.image_size, tuple(args.axes), percentiles=args.percentiles)
+        )
     else:
         raise InputDataError("give --data (NIfTI files/folders) or --bank (slice shards)")
     holdout = 0 if args.val_data else min(args.val_slices, max(1, slices.shape[0] // 10))
@@ -226,7 +236,7 @@ def run(args) -> int:
 
             val = load_bank(v[0])
         else:
-            val = slices_from_nifti(v, cfg.image_size, tuple(args.axes))
+            val = slices_from_nifti(v, cfg.image_size, tuple(args.axes), percentiles=args.percentiles)
         val = _shuffled(val)[: args.val_slices]
         source.val = torch.as_tensor(np.asarray(val, np.float16))[:, None]
     out.mkdir(parents=True, exist_ok=True)

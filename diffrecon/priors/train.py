@@ -150,9 +150,12 @@ def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return y.clamp(0, 1) ** gamma
 
 
-def slices_from_nifti(paths, size: int = 64, axes=(0, 1, 2), min_mean: float = 0.03) -> np.ndarray:
-    """MONAI pipeline: load → channel first → RAS → crop to foreground → pad to a cube → resize to
-    ``size``³ → 0–99.9 percentile scaling to [0, 1] → informative slices along ``axes`` (N, size, size)."""
+def slices_from_nifti(
+    paths, size: int = 64, axes=(0, 1, 2), min_mean: float = 0.03, percentiles=(0.0, 99.9)
+) -> np.ndarray:
+    """MONAI pipeline: load → channel first → RAS → ``percentiles`` mapped to [0, 1] (clipped) → crop to
+    the foreground (> 0.08) → pad to a cube → resize to ``size``³ (anti-aliased trilinear) → informative
+    slices along ``axes``. Returns (N, size, size) float32."""
     from monai.transforms import (
         Compose,
         CropForeground,
@@ -181,7 +184,7 @@ def slices_from_nifti(paths, size: int = 64, axes=(0, 1, 2), min_mean: float = 0
             LoadImage(image_only=True),
             EnsureChannelFirst(),
             Orientation(axcodes="RAS"),
-            ScaleIntensityRangePercentiles(0, 99.9, 0.0, 1.0, clip=True),
+            ScaleIntensityRangePercentiles(percentiles[0], percentiles[1], 0.0, 1.0, clip=True),
             CropForeground(select_fn=lambda v: v > 0.08, margin=2),
         ]
     )
