@@ -51,7 +51,8 @@ def _astra_sino(astra, img, proj_geom, kind):
 
 @pytest.mark.astra
 def test_parallel_matches_astra_linear():
-    # Measured: relative L2 error ≈ 1e-5 for forward and back-projection (float32). ASTRA steps
+    # Measured: relative L2 error 2.0e-6 (forward) and 1.6e-6 (back-projection) here, ≈ 1e-5 on
+    # 256×256 × 180 views (float32). ASTRA steps
     # the crossing point incrementally in float32 (c += Δc); we evaluate it directly in float64.
     # A flipped/transposed convention would give errors of order 0.3.
     astra = pytest.importorskip("astra")
@@ -79,8 +80,7 @@ def test_parallel_matches_astra_linear():
 def test_fan_close_to_astra_line_fanflat():
     # ASTRA's CPU fan-beam kernels are the line-intersection kernel (line_fanflat) and the strip
     # kernel (strip_fanflat), not Joseph's. Same geometry conventions, different discretisation:
-    # measured relative L2 error ≈ 1.5 % vs line_fanflat on this smooth-ish image (≈ 0.3–1 % vs
-    # strip_fanflat divided by the bin width). A convention mismatch would give > 30 %.
+    # measured relative L2 error 1.8 % vs line_fanflat on this image (0.6 % vs strip_fanflat). A convention mismatch would give > 30 %.
     astra = pytest.importorskip("astra")
     h, w = 48, 40
     img = _phantom(h, w)
