@@ -98,7 +98,7 @@ class DiffusionPrior(nn.Module):
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
-        a, s = self.schedule.alpha_sigma(t.cpu())
+        a, s = self.schedule.alpha_sigma(t)  # computed on x's device in float64
         view = (-1,) + (1,) * (x.ndim - 1)
         return t, a.to(x.device, x.dtype).view(view), s.to(x.device, x.dtype).view(view)
 

@@ -182,18 +182,28 @@ class VPSchedule(Schedule):
         ac = self.alphas_cumprod
         return 1 - ac / torch.cat([ac.new_ones(1), ac[:-1]])
 
+    def _table(self, device) -> torch.Tensor:
+        """``alphas_cumprod`` on ``device`` (cached, so GPU samplers never copy it per step)."""
+        tables = self.__dict__.setdefault("_tables", {})
+        key = str(device)
+        if key not in tables:
+            tables[key] = self.alphas_cumprod.to(device)
+        return tables[key]
+
     def alpha_bar(self, t) -> torch.Tensor:
-        t = _as_t(t, self.alphas_cumprod.device)
+        r""":math:`\bar\alpha_t` for integer (or fractional, interpolated) ``t`` on ``t``'s device."""
+        t = _as_t(t)
+        ac = self._table(t.device)
         if not torch.is_floating_point(t) or torch.all(t == t.round()):
             idx = t.long()
             if (idx < 0).any() or (idx >= self.num_steps).any():
                 raise ValueError(f"timestep outside [0, {self.num_steps}): {t}")
-            return self.alphas_cumprod[idx]
+            return ac[idx]
         tc = t.clamp(0, self.num_steps - 1)
         lo = tc.floor().long()
         hi = (lo + 1).clamp(max=self.num_steps - 1)
         w = tc - lo
-        return (1 - w) * self.alphas_cumprod[lo] + w * self.alphas_cumprod[hi]
+        return (1 - w) * ac[lo] + w * ac[hi]
 
     def alpha_sigma(self, t):
         ab = self.alpha_bar(t)
