@@ -62,7 +62,9 @@ def main(argv=None) -> int:
         fwd.append(t1 - t0)
         adj.append(t2 - t1)
     # one consistency number: <Ax, y> vs <x, Aᵀy> on the computed pair
-    dot_rel = float(abs((y.double() * y.double()).sum() - (x.double() * xb.double()).sum()) / (y.double() ** 2).sum())
+    dot_rel = float(
+        abs((y.double() * y.double()).sum() - (x.double() * xb.double()).sum()) / (y.double() ** 2).sum()
+    )
     rec = {
         "image": [n, n],
         "views": args.views,
@@ -80,15 +82,23 @@ def main(argv=None) -> int:
         "peak_rss_mib": peak_rss_mb(),
         "dot_test_rel": dot_rel,
     }
-    print(f"{n}x{n} image, {args.views} views x {A.geometry.n_detectors} bins, {args.slices} slices, "
-          f"{args.threads} threads, path={path} (A+A^T would be {rec['matrix_estimate_mib']:.0f} MiB, "
-          f"budget {args.budget_mib} MiB)")
-    print(f"forward  {rec['forward_s_median']:.2f} s  ({args.slices / rec['forward_s_median']:.2f} slices/s)   "
-          f"all: {', '.join(f'{t:.2f}' for t in fwd)}")
-    print(f"adjoint  {rec['adjoint_s_median']:.2f} s  ({args.slices / rec['adjoint_s_median']:.2f} slices/s)   "
-          f"all: {', '.join(f'{t:.2f}' for t in adj)}")
-    print(f"peak RSS {rec['peak_rss_mib']:.0f} MiB (after setup {rss0:.0f} MiB; limit {LIMIT_MB} MiB); "
-          f"dot test rel. error {dot_rel:.1e}")
+    print(
+        f"{n}x{n} image, {args.views} views x {A.geometry.n_detectors} bins, {args.slices} slices, "
+        f"{args.threads} threads, path={path} (A+A^T would be {rec['matrix_estimate_mib']:.0f} MiB, "
+        f"budget {args.budget_mib} MiB)"
+    )
+    print(
+        f"forward  {rec['forward_s_median']:.2f} s  ({args.slices / rec['forward_s_median']:.2f} slices/s)   "
+        f"all: {', '.join(f'{t:.2f}' for t in fwd)}"
+    )
+    print(
+        f"adjoint  {rec['adjoint_s_median']:.2f} s  ({args.slices / rec['adjoint_s_median']:.2f} slices/s)   "
+        f"all: {', '.join(f'{t:.2f}' for t in adj)}"
+    )
+    print(
+        f"peak RSS {rec['peak_rss_mib']:.0f} MiB (after setup {rss0:.0f} MiB; limit {LIMIT_MB} MiB); "
+        f"dot test rel. error {dot_rel:.1e}"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rec, fh, indent=2)

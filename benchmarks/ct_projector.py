@@ -103,7 +103,9 @@ class AstraBest:
                 dst[k] = astra.data2d.get_shared(vid)
 
     def apply(self, src: np.ndarray, dst: np.ndarray, forward: bool):
-        threads = [threading.Thread(target=self._run, args=(w, src, dst, forward)) for w in range(self.workers)]
+        threads = [
+            threading.Thread(target=self._run, args=(w, src, dst, forward)) for w in range(self.workers)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -177,8 +179,12 @@ def bench_views(n_views: int, stack: np.ndarray, args, astra, skt) -> dict:
     rec["build_cpu_s"] = time.process_time() - c0  # CPU seconds, all threads (less load-sensitive)
     M, MT = A.system_matrix(torch.float32, "cpu")
     nnz = int(M.values().numel())
-    mat_bytes = sum(m.values().numel() * m.values().element_size() + m.col_indices().numel() * m.col_indices().element_size()
-                    + m.crow_indices().numel() * m.crow_indices().element_size() for m in (M, MT))
+    mat_bytes = sum(
+        m.values().numel() * m.values().element_size()
+        + m.col_indices().numel() * m.col_indices().element_size()
+        + m.crow_indices().numel() * m.crow_indices().element_size()
+        for m in (M, MT)
+    )
     y = A(x)
     A.adjoint(y)
     rec["rss_mb_after_build"] = peak_rss_mb()
@@ -200,7 +206,9 @@ def bench_views(n_views: int, stack: np.ndarray, args, astra, skt) -> dict:
         y_ref = torch.from_numpy(sino_ref)
         rec["rel_err_vs_astra_fp"] = float((y - y_ref).norm() / y_ref.norm())
         xb = A.adjoint(y_ref)
-        rec["rel_err_vs_astra_bp"] = float((xb - torch.from_numpy(back_ref)).norm() / torch.from_numpy(back_ref).norm())
+        rec["rel_err_vs_astra_bp"] = float(
+            (xb - torch.from_numpy(back_ref)).norm() / torch.from_numpy(back_ref).norm()
+        )
         best.close()
         astra.projector.delete(pid)
 
@@ -255,8 +263,13 @@ def main(argv=None) -> int:
         rec = bench_views(nv, stack, args, astra, skt)
         results["runs"].append(rec)
         sps = rec["slices_per_s"]
-        print(f"\n== {args.size}x{args.size} x {args.slices} slices, {nv} views, {rec['n_detectors']} bins ==")
-        print(f"matrix build {rec['build_s']:.2f} s wall ({rec['build_cpu_s']:.2f} CPU-s), nnz {rec['nnz']:,}, A+A^T {rec['matrix_mb']:.0f} MiB (float32, int32 idx)")
+        print(
+            f"\n== {args.size}x{args.size} x {args.slices} slices, {nv} views, {rec['n_detectors']} bins =="
+        )
+        print(
+            f"matrix build {rec['build_s']:.2f} s wall ({rec['build_cpu_s']:.2f} CPU-s), "
+            f"nnz {rec['nnz']:,}, A+A^T {rec['matrix_mb']:.0f} MiB (float32, int32 idx)"
+        )
         print(f"{'method':<14}{'FP slices/s':>14}{'BP slices/s':>14}{'FP ratio':>10}{'BP ratio':>10}")
         for m in ("ours", "astra_best", "astra_loop", "skimage"):
             if f"{m}_fp" not in sps:
@@ -266,10 +279,16 @@ def main(argv=None) -> int:
             fmt = lambda r: f"{r:>9.1f}x" if r is not None else f"{'':>10}"  # noqa: E731
             print(f"{m:<14}{sps[m + '_fp']:>14.1f}{sps[m + '_bp']:>14.1f}{fmt(rf)}{fmt(rb)}")
         print("(ratio = method time / ours time, i.e. our speed-up over it)")
-        print(f"peak RSS: before {rec['rss_mb_before']:.0f} MiB, after build {rec['rss_mb_after_build']:.0f} MiB, "
-              f"end {rec['rss_mb_peak']:.0f} MiB")
+        print(
+            f"peak RSS: before {rec['rss_mb_before']:.0f} MiB, "
+            f"after build {rec['rss_mb_after_build']:.0f} MiB, "
+            f"end {rec['rss_mb_peak']:.0f} MiB"
+        )
         if "rel_err_vs_astra_fp" in rec:
-            print(f"relative L2 difference vs ASTRA: FP {rec['rel_err_vs_astra_fp']:.2e}, BP {rec['rel_err_vs_astra_bp']:.2e}")
+            print(
+                f"relative L2 difference vs ASTRA: FP {rec['rel_err_vs_astra_fp']:.2e}, "
+                f"BP {rec['rel_err_vs_astra_bp']:.2e}"
+            )
     if args.json:
         text = json.dumps(results, indent=2)
         if args.json == "-":

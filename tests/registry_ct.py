@@ -2,8 +2,9 @@
 
 import math
 
-from diffrecon.operators.ct import FanBeam2D, ParallelBeam2D, limited_angles, sparse_angles
 from registry import OperatorCase, register
+
+from diffrecon.operators.ct import FanBeam2D, ParallelBeam2D, limited_angles, sparse_angles
 
 # memory_budget_bytes=0 forces the matrix-free path (weights generated per block of views).
 _MATRIX_FREE = 0
@@ -22,7 +23,9 @@ def _(dtype, device):
 @register("ParallelBeam2D-limited-wide")
 def _(dtype, device):
     # non-square, 45° views (tie-break), coarser bins, odd angle set
-    return OperatorCase(ParallelBeam2D((4, 7), limited_angles(135, 45), 6, 1.5).to(device), batch_shape=(2, 1))
+    return OperatorCase(
+        ParallelBeam2D((4, 7), limited_angles(135, 45), 6, 1.5).to(device), batch_shape=(2, 1)
+    )
 
 
 @register("FanBeam2D-matrix")
@@ -32,5 +35,8 @@ def _(dtype, device):
 
 @register("FanBeam2D-matrixfree")
 def _(dtype, device):
-    return OperatorCase(FanBeam2D((5, 6), [0.1, 1.9, 2 * math.pi - 0.4], 12.0, 8.0, 11, 1.3,
-                                  memory_budget_bytes=_MATRIX_FREE).to(device))
+    return OperatorCase(
+        FanBeam2D(
+            (5, 6), [0.1, 1.9, 2 * math.pi - 0.4], 12.0, 8.0, 11, 1.3, memory_budget_bytes=_MATRIX_FREE
+        ).to(device)
+    )

@@ -22,7 +22,12 @@ from diffrecon.operators.ct import (
     operator_from_geometry,
     sparse_angles,
 )
-from diffrecon.operators.geometry import FanGeometry, ParallelGeometry, default_n_detectors, geometry_from_dict
+from diffrecon.operators.geometry import (
+    FanGeometry,
+    ParallelGeometry,
+    default_n_detectors,
+    geometry_from_dict,
+)
 
 
 def _phantom(h: int, w: int) -> np.ndarray:
@@ -80,7 +85,8 @@ def test_parallel_matches_astra_linear():
 def test_fan_close_to_astra_line_fanflat():
     # ASTRA's CPU fan-beam kernels are the line-intersection kernel (line_fanflat) and the strip
     # kernel (strip_fanflat), not Joseph's. Same geometry conventions, different discretisation:
-    # measured relative L2 error 1.8 % vs line_fanflat on this image (0.6 % vs strip_fanflat). A convention mismatch would give > 30 %.
+    # measured relative L2 error 1.8 % vs line_fanflat on this image (0.6 % vs strip_fanflat).
+    # A convention mismatch would give > 30 %.
     astra = pytest.importorskip("astra")
     h, w = 48, 40
     img = _phantom(h, w)
@@ -103,10 +109,18 @@ def test_fan_close_to_astra_line_fanflat():
     [
         lambda b: ParallelBeam2D((23, 31), sparse_angles(17), memory_budget_bytes=b),
         lambda b: ParallelBeam2D((20, 12), limited_angles(180, 15), 25, 0.7, memory_budget_bytes=b),
-        lambda b: FanBeam2D((21, 26), np.linspace(0, 2 * math.pi, 19, endpoint=False), 40.0, 25.0, 45, 1.1,
-                            memory_budget_bytes=b),
-        lambda b: ParallelBeam2D((16, 15), [math.pi / 2, 0.0, math.pi, math.pi / 4, 2.0], 30, 2.5,
-                                 memory_budget_bytes=b),
+        lambda b: FanBeam2D(
+            (21, 26),
+            np.linspace(0, 2 * math.pi, 19, endpoint=False),
+            40.0,
+            25.0,
+            45,
+            1.1,
+            memory_budget_bytes=b,
+        ),
+        lambda b: ParallelBeam2D(
+            (16, 15), [math.pi / 2, 0.0, math.pi, math.pi / 4, 2.0], 30, 2.5, memory_budget_bytes=b
+        ),
         lambda b: ParallelBeam2D((9, 7), [0.3, 1.2], 1, 2.5, memory_budget_bytes=b),
     ],
     ids=["parallel", "parallel-limited", "fan", "parallel-coarse", "parallel-1bin"],

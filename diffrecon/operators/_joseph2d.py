@@ -76,9 +76,9 @@ class RaySet:
         key = str(device)
         if key not in self._on_device:
             f64 = torch.float64
-            self._on_device[key] = tuple(torch.as_tensor(a, dtype=f64, device=device) for a in
-                                         (self.dx, self.dy, self.rx, self.ry)) + (
-                torch.as_tensor(self.vertical, device=device),)
+            self._on_device[key] = tuple(
+                torch.as_tensor(a, dtype=f64, device=device) for a in (self.dx, self.dy, self.rx, self.ry)
+            ) + (torch.as_tensor(self.vertical, device=device),)
         return self._on_device[key]
 
     def bin_half_width(self) -> np.ndarray:
@@ -132,8 +132,6 @@ class _RayParams:
 
     def __init__(self, rays: RaySet, image_shape: tuple[int, int], angle_slice: slice, device: torch.device):
         H, W = image_shape
-        f64 = torch.float64
-
         # slices of tensors cached on the device: no host→device copy per call
         dx, dy, rx, ry, vert = (a[angle_slice].reshape(-1) for a in rays.on(device))
         one = torch.ones_like(rx)
@@ -292,7 +290,7 @@ def joseph_entries(
     n = int(counts.sum())
     pix_out = torch.empty(n, dtype=torch.int64, device=device)
     w_out = torch.empty(n, dtype=dtype, device=device)
-    for (ray, pix, w), c in zip(pieces, cnt):
+    for (ray, pix, w), c in zip(pieces, cnt, strict=True):
         if ray.numel() == 0:
             continue
         local = torch.arange(ray.numel(), device=device) - _take(torch.cumsum(c, 0) - c, ray)
@@ -318,7 +316,9 @@ def count_nonzeros(rays: RaySet, image_shape: tuple[int, int]) -> int:
         ry = np.where(vert, rays.ry, 1.0)
         rx = np.where(vert, 1.0, rays.rx)
         x0, y0 = -(W - 1) / 2.0, (H - 1) / 2.0
-        p0 = np.where(vert, rays.dx + (y0 - rays.dy) * rays.rx / ry - x0, y0 - (rays.dy + (x0 - rays.dx) * rays.ry / rx))
+        p0 = np.where(
+            vert, rays.dx + (y0 - rays.dy) * rays.rx / ry - x0, y0 - (rays.dy + (x0 - rays.dx) * rays.ry / rx)
+        )
         dp = np.where(vert, -rays.rx / ry, -rays.ry / rx)
         n_steps = np.where(vert, H, W).astype(np.float64)
         n_other = np.where(vert, W, H).astype(np.float64)
@@ -404,8 +404,12 @@ def _transpose(A: Tensor, count: Tensor, shape) -> Tensor:
 
         M = sp.csr_matrix((val.numpy(), col.numpy(), crow.numpy()), shape=shape)
         T = M.T.tocsr()
-        return _csr(torch.from_numpy(T.indptr).to(idt), torch.from_numpy(T.indices).to(idt),
-                    torch.from_numpy(T.data), (n_pix, n_rays))
+        return _csr(
+            torch.from_numpy(T.indptr).to(idt),
+            torch.from_numpy(T.indices).to(idt),
+            torch.from_numpy(T.data),
+            (n_pix, n_rays),
+        )
     colsort, order = torch.sort(col, stable=True)
     ccol = torch.zeros(n_pix + 1, dtype=torch.int64, device=col.device)
     torch.cumsum(torch.bincount(colsort.to(torch.int64), minlength=n_pix), 0, out=ccol[1:])
@@ -562,7 +566,9 @@ def matrix_free_adjoint_parallel(
         inside = (d >= 0) & (d < n_det)
         d_idx = d.clamp(0, n_det - 1).to(torch.int64)
         ray = d_idx + (torch.arange(V, device=dev) * n_det)[:, None, None, None]
-        pos = p0.reshape(-1).index_select(0, ray.reshape(-1)).view(ray.shape) + step[..., None] * dp[..., None]
+        pos = (
+            p0.reshape(-1).index_select(0, ray.reshape(-1)).view(ray.shape) + step[..., None] * dp[..., None]
+        )
         w = L[..., None] * (1.0 - (pos - other[..., None]).abs())
         w = torch.where(inside & (w > 0), w, torch.zeros((), dtype=f64, device=dev))
         # (V, H, W, T) → rows = pixels, columns = rays of the block
@@ -573,7 +579,9 @@ def matrix_free_adjoint_parallel(
     return out
 
 
-def views_per_block(n_det: int, image_shape: tuple[int, int], n_slices: int, itemsize: int, budget: int) -> int:
+def views_per_block(
+    n_det: int, image_shape: tuple[int, int], n_slices: int, itemsize: int, budget: int
+) -> int:
     """Views per block so that a block's working set fits ``budget``.
 
     Per (ray, step): ~12 float64/int64 temporaries while making the weights, two indices and two
@@ -609,4 +617,3 @@ __all__ = [
     "sparse_apply",
     "views_per_block",
 ]
-

@@ -49,7 +49,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -83,11 +83,15 @@ def clear_matrix_cache() -> None:
 
 def _describe(geom) -> str:
     if geom.kind == "parallel":
-        return (f"ParallelGeometry(image_shape={geom.image_shape}, n_angles={geom.n_angles}, "
-                f"n_detectors={geom.n_detectors}, detector_spacing={geom.detector_spacing})")
-    return (f"FanGeometry(image_shape={geom.image_shape}, n_angles={geom.n_angles}, "
-            f"source_distance={geom.source_distance}, detector_distance={geom.detector_distance}, "
-            f"n_detectors={geom.n_detectors}, detector_spacing={geom.detector_spacing})")
+        return (
+            f"ParallelGeometry(image_shape={geom.image_shape}, n_angles={geom.n_angles}, "
+            f"n_detectors={geom.n_detectors}, detector_spacing={geom.detector_spacing})"
+        )
+    return (
+        f"FanGeometry(image_shape={geom.image_shape}, n_angles={geom.n_angles}, "
+        f"source_distance={geom.source_distance}, detector_distance={geom.detector_distance}, "
+        f"n_detectors={geom.n_detectors}, detector_spacing={geom.detector_spacing})"
+    )
 
 
 class _Projector2D(LinearOperator):
@@ -100,7 +104,9 @@ class _Projector2D(LinearOperator):
         try:
             budget = int(memory_budget_bytes)
         except (TypeError, ValueError) as exc:
-            raise InputDataError(f"memory_budget_bytes: expected an integer, found {memory_budget_bytes!r}") from exc
+            raise InputDataError(
+                f"memory_budget_bytes: expected an integer, found {memory_budget_bytes!r}"
+            ) from exc
         if budget < 0:
             raise InputDataError(f"memory_budget_bytes: expected a non-negative integer, found {budget}")
         self.geometry = geometry
@@ -109,7 +115,9 @@ class _Projector2D(LinearOperator):
         self._nnz_bound = _J.count_nonzeros(self._rays, geometry.image_shape)
         self._key = _J.geometry_key(geometry)
         # Tracks the module's device (``.to(device)``, ``norm()``); the geometry itself is numpy.
-        self.register_buffer("angles", torch.as_tensor(geometry.angles, dtype=torch.float64), persistent=False)
+        self.register_buffer(
+            "angles", torch.as_tensor(geometry.angles, dtype=torch.float64), persistent=False
+        )
 
     # -- sizes and paths --------------------------------------------------------------------------
     @property
@@ -129,7 +137,9 @@ class _Projector2D(LinearOperator):
         """True when calls in ``dtype`` use the cached sparse matrix, False for the matrix-free path."""
         return self.matrix_nbytes(dtype) <= self.memory_budget_bytes
 
-    def system_matrix(self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    def system_matrix(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> tuple[Tensor, Tensor]:
         """``(A, Aᵀ)`` as CSR tensors, shapes ``(n_angles·n_detectors, H·W)`` and its transpose.
 
         Rows of A are rays in (view, bin) order; columns are flat pixel indices ``i·W + j``. Built
@@ -160,7 +170,9 @@ class _Projector2D(LinearOperator):
     def _block(self, n_slices: int, dtype: torch.dtype) -> int:
         item = torch.empty((), dtype=dtype).element_size()
         budget = min(max(self.memory_budget_bytes, 1), _MAX_BLOCK_BYTES)
-        return _J.views_per_block(self.geometry.n_detectors, self.geometry.image_shape, n_slices, item, budget)
+        return _J.views_per_block(
+            self.geometry.n_detectors, self.geometry.image_shape, n_slices, item, budget
+        )
 
     def _forward(self, x: Tensor) -> Tensor:
         dtype = self._compute_dtype(x, "input")
@@ -171,7 +183,9 @@ class _Projector2D(LinearOperator):
             A, _ = self.system_matrix(dtype, x.device)
             y2 = _J.sparse_apply(A, x2)
         else:
-            y2 = _J.matrix_free_forward(self._rays, self.geometry.image_shape, x2, self._block(n_slices, dtype))
+            y2 = _J.matrix_free_forward(
+                self._rays, self.geometry.image_shape, x2, self._block(n_slices, dtype)
+            )
         # A view, no copy: the result keeps the (rays, slices) memory layout (slice index fastest),
         # which is exactly what the adjoint wants as input, so A.adjoint(A(x)) never transposes.
         return y2.t().reshape(*lead, *self.out_shape).to(x.dtype)
@@ -247,14 +261,21 @@ class ParallelBeam2D(_Projector2D):
         super().__init__(geom, memory_budget_bytes)
 
     @classmethod
-    def from_geometry(cls, geom: ParallelGeometry, *, memory_budget_bytes: int = 1 << 30) -> "ParallelBeam2D":
+    def from_geometry(cls, geom: ParallelGeometry, *, memory_budget_bytes: int = 1 << 30) -> ParallelBeam2D:
         """Build from a :class:`ParallelGeometry` (or its ``to_dict`` form)."""
         if isinstance(geom, dict):
             geom = geometry_from_dict(geom)
         if not isinstance(geom, ParallelGeometry):
-            raise GeometryError(f"ParallelBeam2D.from_geometry: expected a ParallelGeometry, found {type(geom).__name__}")
-        return cls(geom.image_shape, geom.angles, geom.n_detectors, geom.detector_spacing,
-                   memory_budget_bytes=memory_budget_bytes)
+            raise GeometryError(
+                f"ParallelBeam2D.from_geometry: expected a ParallelGeometry, found {type(geom).__name__}"
+            )
+        return cls(
+            geom.image_shape,
+            geom.angles,
+            geom.n_detectors,
+            geom.detector_spacing,
+            memory_budget_bytes=memory_budget_bytes,
+        )
 
 
 class FanBeam2D(_Projector2D):
@@ -287,18 +308,29 @@ class FanBeam2D(_Projector2D):
         *,
         memory_budget_bytes: int = 1 << 30,
     ):
-        geom = FanGeometry(image_shape, angles, source_distance, detector_distance, n_detectors, detector_spacing)
+        geom = FanGeometry(
+            image_shape, angles, source_distance, detector_distance, n_detectors, detector_spacing
+        )
         super().__init__(geom, memory_budget_bytes)
 
     @classmethod
-    def from_geometry(cls, geom: FanGeometry, *, memory_budget_bytes: int = 1 << 30) -> "FanBeam2D":
+    def from_geometry(cls, geom: FanGeometry, *, memory_budget_bytes: int = 1 << 30) -> FanBeam2D:
         """Build from a :class:`FanGeometry` (or its ``to_dict`` form)."""
         if isinstance(geom, dict):
             geom = geometry_from_dict(geom)
         if not isinstance(geom, FanGeometry):
-            raise GeometryError(f"FanBeam2D.from_geometry: expected a FanGeometry, found {type(geom).__name__}")
-        return cls(geom.image_shape, geom.angles, geom.source_distance, geom.detector_distance,
-                   geom.n_detectors, geom.detector_spacing, memory_budget_bytes=memory_budget_bytes)
+            raise GeometryError(
+                f"FanBeam2D.from_geometry: expected a FanGeometry, found {type(geom).__name__}"
+            )
+        return cls(
+            geom.image_shape,
+            geom.angles,
+            geom.source_distance,
+            geom.detector_distance,
+            geom.n_detectors,
+            geom.detector_spacing,
+            memory_budget_bytes=memory_budget_bytes,
+        )
 
 
 def operator_from_geometry(geom, **kwargs) -> LinearOperator:
@@ -318,7 +350,9 @@ def operator_from_geometry(geom, **kwargs) -> LinearOperator:
         from ._cone import ConeBeam3D
 
         return ConeBeam3D.from_geometry(geom, **kwargs)
-    raise GeometryError(f"operator_from_geometry: expected a geometry of kind 'parallel', 'fan' or 'cone', found {kind!r}")
+    raise GeometryError(
+        f"operator_from_geometry: expected a geometry of kind 'parallel', 'fan' or 'cone', found {kind!r}"
+    )
 
 
 __all__ = [

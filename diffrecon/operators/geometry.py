@@ -28,8 +28,9 @@ by ``tests/test_ct_projectors.py``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,11 +41,15 @@ def _angles(angles: Sequence[float] | np.ndarray) -> np.ndarray:
     try:
         a = np.asarray(angles, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise GeometryError(f"angles: expected a 1-D sequence of numbers (radians), found {angles!r}") from exc
+        raise GeometryError(
+            f"angles: expected a 1-D sequence of numbers (radians), found {angles!r}"
+        ) from exc
     if a.size == 0:
         raise GeometryError("angles: expected at least one view, found zero")
     if not np.isfinite(a).all():
-        raise GeometryError(f"angles: expected finite values (radians), found {a[~np.isfinite(a)][:5].tolist()}")
+        raise GeometryError(
+            f"angles: expected finite values (radians), found {a[~np.isfinite(a)][:5].tolist()}"
+        )
     return a
 
 
@@ -108,7 +113,9 @@ class ParallelGeometry(_ValueEquality):
         object.__setattr__(self, "image_shape", _shape("image_shape", self.image_shape, 2))
         object.__setattr__(self, "angles", _angles(self.angles))
         object.__setattr__(self, "n_detectors", _positive_int("n_detectors", self.n_detectors))
-        object.__setattr__(self, "detector_spacing", _positive_float("detector_spacing", self.detector_spacing))
+        object.__setattr__(
+            self, "detector_spacing", _positive_float("detector_spacing", self.detector_spacing)
+        )
 
     @property
     def n_angles(self) -> int:
@@ -148,9 +155,13 @@ class FanGeometry(_ValueEquality):
         object.__setattr__(self, "image_shape", _shape("image_shape", self.image_shape, 2))
         object.__setattr__(self, "angles", _angles(self.angles))
         object.__setattr__(self, "source_distance", _positive_float("source_distance", self.source_distance))
-        object.__setattr__(self, "detector_distance", _positive_float("detector_distance", self.detector_distance))
+        object.__setattr__(
+            self, "detector_distance", _positive_float("detector_distance", self.detector_distance)
+        )
         object.__setattr__(self, "n_detectors", _positive_int("n_detectors", self.n_detectors))
-        object.__setattr__(self, "detector_spacing", _positive_float("detector_spacing", self.detector_spacing))
+        object.__setattr__(
+            self, "detector_spacing", _positive_float("detector_spacing", self.detector_spacing)
+        )
         radius = 0.5 * math.hypot(*self.image_shape)
         if self.source_distance <= radius:
             raise GeometryError(
@@ -197,14 +208,20 @@ class ConeGeometry(_ValueEquality):
         object.__setattr__(self, "volume_shape", _shape("volume_shape", self.volume_shape, 3))
         object.__setattr__(self, "angles", _angles(self.angles))
         object.__setattr__(self, "source_distance", _positive_float("source_distance", self.source_distance))
-        object.__setattr__(self, "detector_distance", _positive_float("detector_distance", self.detector_distance))
+        object.__setattr__(
+            self, "detector_distance", _positive_float("detector_distance", self.detector_distance)
+        )
         object.__setattr__(self, "detector_shape", _shape("detector_shape", self.detector_shape, 2))
         sp = self.detector_spacing
         if isinstance(sp, (int, float)):
             sp = (sp, sp)
         if len(tuple(sp)) != 2:
-            raise GeometryError(f"detector_spacing: expected (row, col) spacings, found {self.detector_spacing!r}")
-        object.__setattr__(self, "detector_spacing", tuple(_positive_float("detector_spacing", s) for s in sp))
+            raise GeometryError(
+                f"detector_spacing: expected (row, col) spacings, found {self.detector_spacing!r}"
+            )
+        object.__setattr__(
+            self, "detector_spacing", tuple(_positive_float("detector_spacing", s) for s in sp)
+        )
         radius = 0.5 * math.hypot(self.volume_shape[1], self.volume_shape[2])
         if self.source_distance <= radius:
             raise GeometryError(
