@@ -26,7 +26,8 @@ and geometry the simulation used). Needs the ``monai`` package (a core dependenc
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -107,8 +108,10 @@ class _Simulate(MapTransform):
             img = d[key]
             v = _plain(img)
             if v.ndim != 4 or v.shape[0] != 1:
-                raise InputDataError(f"{type(self).__name__}: expected a channel-first volume (1, X, Y, Z) under "
-                                     f"{key!r}, found shape {tuple(v.shape)}")
+                raise InputDataError(
+                    f"{type(self).__name__}: expected a channel-first volume (1, X, Y, Z) under "
+                    f"{key!r}, found shape {tuple(v.shape)}"
+                )
             prob = self.spec.simulate(v[0].to(torch.float32))
             d[self.output_key] = _with_meta(prob.y.unsqueeze(0), img)
         return d
@@ -128,13 +131,30 @@ class SimulateSparseViewCTd(_Simulate):
         slice_axis: spatial axis of the slices (2 = axial after ``Orientationd("RAS")``).
     """
 
-    def __init__(self, keys: KeysCollection = "label", output_key: str = "image", n_views: int = 8,
-                 beam: str = "parallel", limited_angle_degrees: float | None = None, noise: float = 0.0,
-                 seed: int = 0, slice_axis: int = 2, allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        output_key: str = "image",
+        n_views: int = 8,
+        beam: str = "parallel",
+        limited_angle_degrees: float | None = None,
+        noise: float = 0.0,
+        seed: int = 0,
+        slice_axis: int = 2,
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, output_key, allow_missing_keys)
-        self.spec = ProblemSpec("ct", slice_axis, dict(n_views=n_views, beam=beam,
-                                                       limited_angle_degrees=limited_angle_degrees,
-                                                       noise=noise, seed=seed))
+        self.spec = ProblemSpec(
+            "ct",
+            slice_axis,
+            dict(
+                n_views=n_views,
+                beam=beam,
+                limited_angle_degrees=limited_angle_degrees,
+                noise=noise,
+                seed=seed,
+            ),
+        )
 
 
 class SimulateUndersampledMRId(_Simulate):
@@ -150,14 +170,34 @@ class SimulateUndersampledMRId(_Simulate):
         slice_axis: spatial axis of the slices.
     """
 
-    def __init__(self, keys: KeysCollection = "label", output_key: str = "image", acceleration: float = 4.0,
-                 mask: str = "uniform1d", center_fraction: float = 0.08, calib: int | None = None,
-                 n_coils: int = 8, snr_db: float | None = None, seed: int = 0, slice_axis: int = 2,
-                 allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        output_key: str = "image",
+        acceleration: float = 4.0,
+        mask: str = "uniform1d",
+        center_fraction: float = 0.08,
+        calib: int | None = None,
+        n_coils: int = 8,
+        snr_db: float | None = None,
+        seed: int = 0,
+        slice_axis: int = 2,
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, output_key, allow_missing_keys)
-        self.spec = ProblemSpec("mri", slice_axis, dict(acceleration=acceleration, mask=mask,
-                                                        center_fraction=center_fraction, calib=calib,
-                                                        n_coils=n_coils, snr_db=snr_db, seed=seed))
+        self.spec = ProblemSpec(
+            "mri",
+            slice_axis,
+            dict(
+                acceleration=acceleration,
+                mask=mask,
+                center_fraction=center_fraction,
+                calib=calib,
+                n_coils=n_coils,
+                snr_db=snr_db,
+                seed=seed,
+            ),
+        )
 
 
 def _make_solver(solver, prior):
@@ -167,7 +207,9 @@ def _make_solver(solver, prior):
         return solver
     if callable(solver):
         return solver(prior)
-    raise InputDataError(f"expected a DiffusionSolver or a factory prior -> solver, found {type(solver).__name__}")
+    raise InputDataError(
+        f"expected a DiffusionSolver or a factory prior -> solver, found {type(solver).__name__}"
+    )
 
 
 def _reconstruct_one(solver, spec: ProblemSpec, y: Tensor, plane: Sequence[int]):
@@ -187,8 +229,15 @@ class DiffusionReconstructd(MapTransform):
         record_key: where the solver's record (a dict) goes, or None.
     """
 
-    def __init__(self, keys: KeysCollection, solver, spec: ProblemSpec, output_key: str = "pred",
-                 record_key: str | None = "pred_record", allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        solver,
+        spec: ProblemSpec,
+        output_key: str = "pred",
+        record_key: str | None = "pred_record",
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, allow_missing_keys)
         self.solver, self.spec = solver, spec
         self.output_key, self.record_key = output_key, record_key
@@ -198,8 +247,10 @@ class DiffusionReconstructd(MapTransform):
         for key in self.key_iterator(d):
             y = _plain(d[key])
             if y.ndim < 3 or y.shape[0] != 1:
-                raise InputDataError(f"DiffusionReconstructd: expected measurements (1, D, …) under {key!r}, "
-                                     f"found shape {tuple(y.shape)}")
+                raise InputDataError(
+                    f"DiffusionReconstructd: expected measurements (1, D, …) under {key!r}, "
+                    f"found shape {tuple(y.shape)}"
+                )
             solver = _make_solver(self.solver, None)
             plane = tuple(solver.prior.image_shape[-2:])
             x, rec = _reconstruct_one(solver, self.spec, y[0], plane)
@@ -230,8 +281,10 @@ class DiffusionReconstructionInferer(Inferer):
     def __call__(self, inputs: Tensor, network: Callable, *args: Any, **kwargs: Any) -> Tensor:
         y = _plain(inputs)
         if y.ndim < 4 or y.shape[1] != 1:
-            raise InputDataError(f"DiffusionReconstructionInferer: expected measurements (B, 1, D, …), found "
-                                 f"shape {tuple(y.shape)}")
+            raise InputDataError(
+                f"DiffusionReconstructionInferer: expected measurements (B, 1, D, …), found "
+                f"shape {tuple(y.shape)}"
+            )
         solver = _make_solver(self.solver, network)
         plane = tuple(solver.prior.image_shape[-2:])
         outs, self.records = [], []

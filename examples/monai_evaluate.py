@@ -28,8 +28,15 @@ def tiny_untrained_prior(size: int):
     from diffrecon.priors.schedule import VPSchedule
 
     torch.manual_seed(0)
-    net = DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8),
-                             attention_levels=(False, False), num_res_blocks=1, norm_num_groups=4)
+    net = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=4,
+    )
     return DiffusionPrior(net, VPSchedule.linear(), image_shape=(1, size, size))
 
 
@@ -63,8 +70,15 @@ def main(argv=None) -> dict:
     from monai.engines import SupervisedEvaluator
     from monai.handlers import IgniteMetricHandler, PeakSignalToNoiseRatio, from_engine
     from monai.metrics import SSIMMetric
-    from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Resized,
-                                  SaveImaged, ScaleIntensityd)
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        LoadImaged,
+        Orientationd,
+        Resized,
+        SaveImaged,
+        ScaleIntensityd,
+    )
 
     from diffrecon.monai import DiffusionReconstructionInferer, SimulateSparseViewCTd
     from diffrecon.recon.dds import DDS
@@ -81,28 +95,41 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
 
     sim = SimulateSparseViewCTd(keys="label", output_key="image", n_views=args.views, slice_axis=2)
-    transforms = Compose([
-        LoadImaged(keys="label"), EnsureChannelFirstd(keys="label"), Orientationd(keys="label", axcodes="RAS"),
-        ScaleIntensityd(keys="label", minv=0.0, maxv=1.0), Resized(keys="label", spatial_size=(size, size, -1)),
-        sim,
-    ])
+    transforms = Compose(
+        [
+            LoadImaged(keys="label"),
+            EnsureChannelFirstd(keys="label"),
+            Orientationd(keys="label", axcodes="RAS"),
+            ScaleIntensityd(keys="label", minv=0.0, maxv=1.0),
+            Resized(keys="label", spatial_size=(size, size, -1)),
+            sim,
+        ]
+    )
     loader = DataLoader(Dataset([{"label": f} for f in files], transforms), batch_size=1)
     inferer = DiffusionReconstructionInferer(
-        lambda p: DDS.paper_ct(p, n_views=args.views, steps=args.steps, progress=False), sim.spec)
-    save = SaveImaged(keys="pred", output_dir=str(out), output_postfix="dds", separate_folder=False,
-                      resample=False)
+        lambda p: DDS.paper_ct(p, n_views=args.views, steps=args.steps, progress=False), sim.spec
+    )
+    save = SaveImaged(
+        keys="pred", output_dir=str(out), output_postfix="dds", separate_folder=False, resample=False
+    )
     pairs = from_engine(["pred", "label"])
     evaluator = SupervisedEvaluator(
-        device=device, val_data_loader=loader, network=prior.to(device), inferer=inferer, postprocessing=save,
+        device=device,
+        val_data_loader=loader,
+        network=prior.to(device),
+        inferer=inferer,
+        postprocessing=save,
         key_val_metric={"psnr": PeakSignalToNoiseRatio(max_val=1.0, output_transform=pairs)},
-        additional_metrics={"ssim": IgniteMetricHandler(SSIMMetric(spatial_dims=3, data_range=1.0),
-                                                        output_transform=pairs)},
+        additional_metrics={
+            "ssim": IgniteMetricHandler(SSIMMetric(spatial_dims=3, data_range=1.0), output_transform=pairs)
+        },
     )
     evaluator.run()
     metrics = {k: float(v) for k, v in evaluator.state.metrics.items()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({"files": files, "metrics": metrics,
-                                                  "records": inferer.records}, indent=2))
+    (out / "metrics.json").write_text(
+        json.dumps({"files": files, "metrics": metrics, "records": inferer.records}, indent=2)
+    )
     print(json.dumps(metrics))
     return metrics
 

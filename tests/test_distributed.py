@@ -19,10 +19,18 @@ def _solvers(prior):
 
     return {
         "dds_periodic": DDS(prior, steps=6, lam=0.05, rho=2.0, progress=False, seed=5),
-        "dds_neumann_all": DDS(prior, steps=4, lam=0.05, rho=2.0, tv_axes="all", boundary="neumann",
-                               progress=False, seed=5),
-        "mbir": DiffusionMBIR(gaussian_prior(8, "ve"), steps=6, lam=0.05, rho=2.0, final_consistency=True,
-                              progress=False, seed=5),
+        "dds_neumann_all": DDS(
+            prior, steps=4, lam=0.05, rho=2.0, tv_axes="all", boundary="neumann", progress=False, seed=5
+        ),
+        "mbir": DiffusionMBIR(
+            gaussian_prior(8, "ve"),
+            steps=6,
+            lam=0.05,
+            rho=2.0,
+            final_consistency=True,
+            progress=False,
+            seed=5,
+        ),
     }
 
 
@@ -67,4 +75,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         sharded = torch.load(tmp_path / f"{name}.pt", weights_only=True)
         assert sharded["nfe"] == rec.nfe
         assert sharded["x"].shape == single.shape
-        assert torch.allclose(sharded["x"], single, atol=2e-5), (name, float((sharded["x"] - single).abs().max()))
+        assert torch.allclose(sharded["x"], single, atol=2e-5), (
+            name,
+            float((sharded["x"] - single).abs().max()),
+        )

@@ -40,8 +40,9 @@ def test_mbir_recovers_the_volume_with_balanced_rho(setup, kind):
     vol, y, A, L = setup
     prior = gaussian_prior(8, kind)
     rho = 0.05 * L  # the reference's balance: rho·‖DᵀD‖ well below ‖AᵀA‖
-    x, rec = DiffusionMBIR(prior, steps=100, lam=0.004 * rho, rho=rho, final_consistency=True,
-                           progress=False)(y, A)
+    x, rec = DiffusionMBIR(
+        prior, steps=100, lam=0.004 * rho, rho=rho, final_consistency=True, progress=False
+    )(y, A)
     assert rec.nfe == 2 * 100 - 1
     ls = cg(y, A, n_iter=100)
     # a posterior *sample* at 100 steps: well below the prior's error, within a small factor of least squares

@@ -40,8 +40,9 @@ def test_ct_transform_inferer_keep_metadata():
     sim = SimulateSparseViewCTd(n_views=4)
     batch = MetaTensor(torch.stack([y.as_tensor(), y.as_tensor()]), affine=torch.stack([y.affine, y.affine]))
     batch.is_batch = True
-    inferer = DiffusionReconstructionInferer(lambda p: DDS(p, steps=2, lam=0.01, rho=0.5, progress=False),
-                                             sim.spec)
+    inferer = DiffusionReconstructionInferer(
+        lambda p: DDS(p, steps=2, lam=0.01, rho=0.5, progress=False), sim.spec
+    )
     out = inferer(batch, prior)
     assert isinstance(out, MetaTensor) and tuple(out.shape) == (2, 1, 8, 8, 3)
     assert torch.equal(out.affine, batch.affine)
@@ -70,8 +71,22 @@ def test_prior_size_mismatch_is_reported():
 @pytest.mark.slow
 def test_monai_example_runs(tmp_path):
     pytest.importorskip("ignite")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "monai_evaluate.py"), "--prior", "untrained",
-                    "--size", "16", "--steps", "2", "--out", str(tmp_path)], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "monai_evaluate.py"),
+            "--prior",
+            "untrained",
+            "--size",
+            "16",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     import json
 
     import nibabel as nib
@@ -89,5 +104,6 @@ def test_unet_prior_through_inferer():
     sim = SimulateSparseViewCTd(n_views=2)
     y = sim({"label": _volume(16, 2)})["image"]
     out = DiffusionReconstructionInferer(DDS(prior, steps=1, lam=0.01, rho=0.5, progress=False), sim.spec)(
-        y.unsqueeze(0), prior)
+        y.unsqueeze(0), prior
+    )
     assert tuple(out.shape) == (1, 1, 16, 16, 2)

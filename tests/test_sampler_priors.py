@@ -23,8 +23,9 @@ from diffrecon.priors.schedule import VESchedule, VPSchedule
 
 def se_covariance(n: int, length: float = 2.0, var: float = 0.25, jitter: float = 1e-4) -> torch.Tensor:
     """Squared-exponential covariance of an n×n image (flattened), float64."""
-    ii, jj = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64),
-                            indexing="ij")
+    ii, jj = torch.meshgrid(
+        torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij"
+    )
     p = torch.stack([ii.flatten(), jj.flatten()], 1)
     d2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(-1)
     return var * torch.exp(-d2 / (2 * length**2)) + jitter * torch.eye(n * n, dtype=torch.float64)
@@ -90,14 +91,26 @@ def unet_prior(n: int = 16, seed: int = 0) -> DiffusionPrior:
     from monai.networks.nets import DiffusionModelUNet
 
     torch.manual_seed(seed)
-    net = DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8),
-                             attention_levels=(False, False), num_res_blocks=1, norm_num_groups=4)
+    net = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=4,
+    )
     with torch.no_grad():  # MONAI zero-initialises some output convolutions; give them small random weights
         for p in net.parameters():
             if not bool(p.any()):
                 p.normal_(0.0, 0.05)
-    return DiffusionPrior(net, VPSchedule.linear(1000, 1e-4, 0.02), parameterisation="eps",
-                          time_input="index", image_shape=(1, n, n))
+    return DiffusionPrior(
+        net,
+        VPSchedule.linear(1000, 1e-4, 0.02),
+        parameterisation="eps",
+        time_input="index",
+        image_shape=(1, n, n),
+    )
 
 
 def ct_problem(volume: torch.Tensor, n_views: int = 4):
@@ -117,8 +130,9 @@ def test_gaussian_denoiser_is_the_posterior_mean():
     a, s = prior.schedule.alpha_sigma(torch.tensor(t))
     # brute force: E[z0|x] = m + C a (a² C + s² I)^-1 (x − a m)
     x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
-    expect = net.cov @ (a * torch.linalg.solve(a * a * net.cov + s * s * torch.eye(16, dtype=torch.float64),
-                                               x.flatten()))
+    expect = net.cov @ (
+        a * torch.linalg.solve(a * a * net.cov + s * s * torch.eye(16, dtype=torch.float64), x.flatten())
+    )
     got = prior.x0(x.float(), torch.tensor([t]))
     assert torch.allclose(got.double().flatten(), expect, atol=1e-4)
 

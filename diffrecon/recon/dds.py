@@ -78,7 +78,8 @@ class DDS(DiffusionSolver):
         noise_mixing: ``"dds"`` or ``"ddim"`` (module docstring).
         backprojector: ``"exact"`` (Aᵀ) or ``"reference"`` (π/(2N)·Aᵀ, the reference code's CT "AT", so
             its λ, ρ can be used unchanged).
-        seed, chunk_size, image_scale, progress, on_step: see :class:`~diffrecon.recon.sampler.DiffusionSolver`.
+        seed, chunk_size, image_scale, progress, on_step: see
+            :class:`~diffrecon.recon.sampler.DiffusionSolver`.
 
     Example::
 
@@ -88,13 +89,37 @@ class DDS(DiffusionSolver):
 
     method = "dds"
 
-    def __init__(self, prior, steps: int = 50, *, eta: float = 0.85, mode: str = "3d", lam: float = 0.2037,
-                 rho: float = 50.93, cg_iter: int = 5, tv_axes: Sequence[str | int] | str = ("z",),
-                 boundary: str = "periodic", sigma_y: float = 0.0, gamma: float = 1.0,
-                 noise_mixing: str = "dds", backprojector: str = "exact", seed: int = 0, chunk_size: int = 16,
-                 image_scale: float = 1.0, progress: bool = True, on_step=None):
-        super().__init__(prior, steps, seed=seed, chunk_size=chunk_size, image_scale=image_scale,
-                         progress=progress, on_step=on_step)
+    def __init__(
+        self,
+        prior,
+        steps: int = 50,
+        *,
+        eta: float = 0.85,
+        mode: str = "3d",
+        lam: float = 0.2037,
+        rho: float = 50.93,
+        cg_iter: int = 5,
+        tv_axes: Sequence[str | int] | str = ("z",),
+        boundary: str = "periodic",
+        sigma_y: float = 0.0,
+        gamma: float = 1.0,
+        noise_mixing: str = "dds",
+        backprojector: str = "exact",
+        seed: int = 0,
+        chunk_size: int = 16,
+        image_scale: float = 1.0,
+        progress: bool = True,
+        on_step=None,
+    ):
+        super().__init__(
+            prior,
+            steps,
+            seed=seed,
+            chunk_size=chunk_size,
+            image_scale=image_scale,
+            progress=progress,
+            on_step=on_step,
+        )
         if not 0.0 <= float(eta) <= 1.0:
             raise InputDataError(f"DDS: expected 0 <= eta <= 1, found {eta}")
         if mode not in MODES:
@@ -102,7 +127,9 @@ class DDS(DiffusionSolver):
         if noise_mixing not in NOISE_MIXING:
             raise InputDataError(f"DDS: noise_mixing must be one of {NOISE_MIXING}, found {noise_mixing!r}")
         if backprojector not in BACKPROJECTORS:
-            raise InputDataError(f"DDS: backprojector must be one of {BACKPROJECTORS}, found {backprojector!r}")
+            raise InputDataError(
+                f"DDS: backprojector must be one of {BACKPROJECTORS}, found {backprojector!r}"
+            )
         if int(cg_iter) < 1:
             raise InputDataError(f"DDS: expected cg_iter >= 1, found {cg_iter}")
         if not (math.isfinite(sigma_y) and sigma_y >= 0) or not (math.isfinite(gamma) and gamma > 0):
@@ -116,7 +143,9 @@ class DDS(DiffusionSolver):
 
     # -- presets --------------------------------------------------------------------------------
     @classmethod
-    def paper_ct(cls, prior, n_views: int = 8, limited_angle: bool = False, backprojector: str = "exact", **kw):
+    def paper_ct(
+        cls, prior, n_views: int = 8, limited_angle: bool = False, backprojector: str = "exact", **kw
+    ):
         """The released 3-D CT settings (``eval_SVCT_3d.sh`` / ``eval_LACT_3d.sh``).
 
         50 DDIM steps, η = 0.85, one ADMM iteration with 5 CG steps per step, TV on z (periodic),
@@ -128,8 +157,18 @@ class DDS(DiffusionSolver):
         lam, rho = (0.4 if limited_angle else 0.04), 10.0
         if backprojector == "exact":
             lam, rho = exact_equivalent(lam, rho, n_views)
-        params = dict(steps=50, eta=0.85, mode="3d", lam=lam, rho=rho, cg_iter=5, tv_axes=("z",),
-                      boundary="periodic", noise_mixing="dds", backprojector=backprojector)
+        params = dict(
+            steps=50,
+            eta=0.85,
+            mode="3d",
+            lam=lam,
+            rho=rho,
+            cg_iter=5,
+            tv_axes=("z",),
+            boundary="periodic",
+            noise_mixing="dds",
+            backprojector=backprojector,
+        )
         params.update(kw)
         return cls(prior, **params)
 
@@ -161,8 +200,14 @@ class DDS(DiffusionSolver):
 
     def settings(self) -> dict:
         s = super().settings()
-        s.update(eta=self.eta, mode=self.mode, cg_iter=self.cg_iter, sigma_y=self.sigma_y,
-                 noise_mixing=self.noise_mixing, backprojector=self.backprojector)
+        s.update(
+            eta=self.eta,
+            mode=self.mode,
+            cg_iter=self.cg_iter,
+            sigma_y=self.sigma_y,
+            noise_mixing=self.noise_mixing,
+            backprojector=self.backprojector,
+        )
         if self.mode == "3d":
             s.update(lam=self.lam, rho=self.rho, tv_axes=list(self.tv_axes), boundary=self.boundary)
         else:
@@ -179,8 +224,16 @@ class DDS(DiffusionSolver):
         aty = ctx.extra["aty"] * w
         ctx.extra["aty_w"] = aty
         if self.mode == "3d":
-            ctx.extra["admm"] = SharedADMMTV(aty, lambda v: w * ctx.op.normal(v), self.lam, self.rho,
-                                             self.tv_axes, self.boundary, self.cg_iter, ctx.comm)
+            ctx.extra["admm"] = SharedADMMTV(
+                aty,
+                lambda v: w * ctx.op.normal(v),
+                self.lam,
+                self.rho,
+                self.tv_axes,
+                self.boundary,
+                self.cg_iter,
+                ctx.comm,
+            )
         a, s = self.alpha_sigma(ctx.timesteps[0])
         x_t = math.sqrt(a * a + s * s) * self.randn(ctx)
         return {"x_t": x_t, "x0": torch.zeros_like(x_t)}

@@ -54,7 +54,9 @@ Tensor = torch.Tensor
 def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
     """``[lo, hi)`` of rank ``rank``'s contiguous block of ``n`` slices (sizes differ by at most one)."""
     if n < world_size:
-        raise InputDataError(f"cannot shard {n} slices over {world_size} ranks: every rank needs at least one")
+        raise InputDataError(
+            f"cannot shard {n} slices over {world_size} ranks: every rank needs at least one"
+        )
     base, extra = divmod(n, world_size)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (1 if rank < extra else 0)
@@ -72,7 +74,9 @@ class DistComm(LocalComm):
         import torch.distributed as dist
 
         if not dist.is_available() or not dist.is_initialized():
-            raise InputDataError("DistComm: torch.distributed is not initialised (call init_process_group first)")
+            raise InputDataError(
+                "DistComm: torch.distributed is not initialised (call init_process_group first)"
+            )
         self.dist = dist
         self.group = group
         self.rank = dist.get_rank(group)
@@ -110,12 +114,19 @@ class DistComm(LocalComm):
         pad[: xm.shape[0]] = xm
         parts = [torch.empty_like(pad) for _ in range(self.world_size)]
         self.dist.all_gather(parts, pad.contiguous(), group=self.group)
-        full = torch.cat([p[: hi - lo] for p, (lo, hi) in zip(parts, sizes)])
+        full = torch.cat([p[: hi - lo] for p, (lo, hi) in zip(parts, sizes, strict=True)])
         return full.movedim(0, axis)
 
 
-def solve_sharded(solver: DiffusionSolver, y: Tensor, operator: LinearOperator, *, group=None, gather: bool = True,
-                  **solve_kwargs) -> Reconstruction:
+def solve_sharded(
+    solver: DiffusionSolver,
+    y: Tensor,
+    operator: LinearOperator,
+    *,
+    group=None,
+    gather: bool = True,
+    **solve_kwargs,
+) -> Reconstruction:
     """Run ``solver`` on this rank's block of slices; call it on every rank with the same arguments.
 
     Args:
@@ -134,8 +145,10 @@ def solve_sharded(solver: DiffusionSolver, y: Tensor, operator: LinearOperator, 
         raise InputDataError(f"solve_sharded: expected a SliceWise operator, found {type(operator).__name__}")
     n = int(y.shape[0])
     comm = DistComm(n, group)
-    local_op = SliceWise(operator.op2d, axis=operator.axis) if operator.in_shape[operator.axis] != -1 else operator
-    x, rec = solver.solve(y[comm.lo: comm.hi], local_op, comm=comm, n_total=n, **solve_kwargs)
+    local_op = (
+        SliceWise(operator.op2d, axis=operator.axis) if operator.in_shape[operator.axis] != -1 else operator
+    )
+    x, rec = solver.solve(y[comm.lo : comm.hi], local_op, comm=comm, n_total=n, **solve_kwargs)
     rec.slice_evaluations = rec.nfe * n
     if gather:
         x = comm.gather(x, axis=operator.axis)

@@ -36,15 +36,34 @@ class DPS(DiffusionSolver):
         steps: sampler steps (paper 1000).
         zeta: step size ζ of the residual-norm gradient.
         eta: DDIM η (1 = ancestral).
-        seed, chunk_size, image_scale, progress, on_step: see :class:`~diffrecon.recon.sampler.DiffusionSolver`.
+        seed, chunk_size, image_scale, progress, on_step: see
+            :class:`~diffrecon.recon.sampler.DiffusionSolver`.
     """
 
     method = "dps"
 
-    def __init__(self, prior, steps: int = 1000, *, zeta: float = 1.0, eta: float = 1.0, seed: int = 0,
-                 chunk_size: int = 16, image_scale: float = 1.0, progress: bool = True, on_step=None):
-        super().__init__(prior, steps, seed=seed, chunk_size=chunk_size, image_scale=image_scale,
-                         progress=progress, on_step=on_step)
+    def __init__(
+        self,
+        prior,
+        steps: int = 1000,
+        *,
+        zeta: float = 1.0,
+        eta: float = 1.0,
+        seed: int = 0,
+        chunk_size: int = 16,
+        image_scale: float = 1.0,
+        progress: bool = True,
+        on_step=None,
+    ):
+        super().__init__(
+            prior,
+            steps,
+            seed=seed,
+            chunk_size=chunk_size,
+            image_scale=image_scale,
+            progress=progress,
+            on_step=on_step,
+        )
         if not (math.isfinite(zeta) and zeta >= 0):
             raise InputDataError(f"DPS: expected zeta >= 0, found {zeta}")
         if not 0.0 <= float(eta) <= 1.0:
@@ -61,7 +80,9 @@ class DPS(DiffusionSolver):
 
     def _init(self, ctx: Context) -> dict[str, Tensor]:
         if ctx.op.op2d is None:
-            raise InputDataError("DPS: expected a SliceWise operator (the per-slice residual needs the 2-D operator)")
+            raise InputDataError(
+                "DPS: expected a SliceWise operator (the per-slice residual needs the 2-D operator)"
+            )
         a, s = self.alpha_sigma(ctx.timesteps[0])
         x = math.sqrt(a * a + s * s) * self.randn(ctx)
         return {"x_t": x, "x0": torch.zeros_like(x)}
@@ -80,7 +101,7 @@ class DPS(DiffusionSolver):
                     tt = tt.round().long()
                 z0, eps = self.prior.predict(xc.unsqueeze(1), tt)
                 z0, eps = z0[:, 0], eps[:, 0]
-                r = ctx.y[start:start + n] - op2d(self.to_image(z0))
+                r = ctx.y[start : start + n] - op2d(self.to_image(z0))
                 norms = (r.abs() if r.is_complex() else r).flatten(1).norm(dim=1)
                 (grad,) = torch.autograd.grad(norms.sum(), xc)
             zs.append(z0.detach())

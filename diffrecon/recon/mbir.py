@@ -8,7 +8,8 @@ with one ADMM-TV iteration (shared split variables) after every step. Model spac
 σ′ = 0 after the last):
 
 1. predictor (reverse diffusion, Euler–Maruyama of the reverse SDE):
-   :math:`\bar x = x + (\sigma^2-\sigma'^2)\,\nabla\log p_{t_i}(x)`, :math:`x = \bar x + \sqrt{\sigma^2-\sigma'^2}\,\xi`;
+   :math:`\bar x = x + (\sigma^2-\sigma'^2)\,\nabla\log p_{t_i}(x)`,
+   :math:`x = \bar x + \sqrt{\sigma^2-\sigma'^2}\,\xi`;
 2. corrector (Langevin, ``n_corrector`` times) at level t_{i+1}:
    :math:`\epsilon = 2\alpha\,(\mathrm{snr}\cdot\overline{\|\xi\|}/\overline{\|\nabla\log p\|})^2`,
    :math:`x ← x + \epsilon\nabla\log p_{t_{i+1}}(x) + \sqrt{2\epsilon}\,\xi` (α = 1 for VE); the norms are per
@@ -81,26 +82,54 @@ class DiffusionMBIR(DiffusionSolver):
         final_consistency: apply the closing back-projection step.
         corrector_time: ``"next"`` (default) or ``"same"`` (reference code).
         backprojector: ``"exact"`` or ``"reference"`` (π/(2N)·Aᵀ; CT only).
-        seed, chunk_size, image_scale, progress, on_step: see :class:`~diffrecon.recon.sampler.DiffusionSolver`.
+        seed, chunk_size, image_scale, progress, on_step: see
+            :class:`~diffrecon.recon.sampler.DiffusionSolver`.
     """
 
     method = "diffusion_mbir"
 
-    def __init__(self, prior, steps: int = 2000, *, snr: float = 0.16, n_corrector: int = 1, lam: float = 0.2037,
-                 rho: float = 50.93, cg_iter: int = 1, tv_axes: Sequence[str | int] | str = ("z",),
-                 boundary: str = "periodic", final_consistency: bool = False, corrector_time: str = "next",
-                 backprojector: str = "exact", seed: int = 0, chunk_size: int = 12, image_scale: float = 1.0,
-                 progress: bool = True, on_step=None):
-        super().__init__(prior, steps, seed=seed, chunk_size=chunk_size, image_scale=image_scale,
-                         progress=progress, on_step=on_step)
+    def __init__(
+        self,
+        prior,
+        steps: int = 2000,
+        *,
+        snr: float = 0.16,
+        n_corrector: int = 1,
+        lam: float = 0.2037,
+        rho: float = 50.93,
+        cg_iter: int = 1,
+        tv_axes: Sequence[str | int] | str = ("z",),
+        boundary: str = "periodic",
+        final_consistency: bool = False,
+        corrector_time: str = "next",
+        backprojector: str = "exact",
+        seed: int = 0,
+        chunk_size: int = 12,
+        image_scale: float = 1.0,
+        progress: bool = True,
+        on_step=None,
+    ):
+        super().__init__(
+            prior,
+            steps,
+            seed=seed,
+            chunk_size=chunk_size,
+            image_scale=image_scale,
+            progress=progress,
+            on_step=on_step,
+        )
         if not (math.isfinite(snr) and snr > 0):
             raise InputDataError(f"DiffusionMBIR: expected snr > 0, found {snr}")
         if int(n_corrector) < 0:
             raise InputDataError(f"DiffusionMBIR: expected n_corrector >= 0, found {n_corrector}")
         if corrector_time not in ("next", "same"):
-            raise InputDataError(f"DiffusionMBIR: corrector_time must be 'next' or 'same', found {corrector_time!r}")
+            raise InputDataError(
+                f"DiffusionMBIR: corrector_time must be 'next' or 'same', found {corrector_time!r}"
+            )
         if backprojector not in BACKPROJECTORS:
-            raise InputDataError(f"DiffusionMBIR: backprojector must be one of {BACKPROJECTORS}, found {backprojector!r}")
+            raise InputDataError(
+                f"DiffusionMBIR: backprojector must be one of {BACKPROJECTORS}, found {backprojector!r}"
+            )
         kind = getattr(prior.schedule, "kind", None)
         if kind not in ("ve", "vp"):
             raise InputDataError(f"DiffusionMBIR: expected a VE or VP schedule, found {kind!r}")
@@ -109,7 +138,9 @@ class DiffusionMBIR(DiffusionSolver):
         self.cg_iter, self.tv_axes, self.boundary = int(cg_iter), resolve_axes(tv_axes), boundary
         self.final_consistency, self.corrector_time = bool(final_consistency), corrector_time
         self.backprojector = backprojector
-        SharedADMMTV(torch.zeros(2, 1, 1), lambda v: v, self.lam, self.rho, self.tv_axes, boundary, self.cg_iter)
+        SharedADMMTV(
+            torch.zeros(2, 1, 1), lambda v: v, self.lam, self.rho, self.tv_axes, boundary, self.cg_iter
+        )
 
     # -- presets --------------------------------------------------------------------------------
     @classmethod
@@ -125,8 +156,18 @@ class DiffusionMBIR(DiffusionSolver):
         lam, rho = 0.04, 10.0
         if backprojector == "exact":
             lam, rho = exact_equivalent(lam, rho, n_views)
-        params = dict(steps=2000, snr=0.16, n_corrector=1, lam=lam, rho=rho, cg_iter=1, tv_axes=("z",),
-                      boundary="periodic", final_consistency=True, backprojector=backprojector)
+        params = dict(
+            steps=2000,
+            snr=0.16,
+            n_corrector=1,
+            lam=lam,
+            rho=rho,
+            cg_iter=1,
+            tv_axes=("z",),
+            boundary="periodic",
+            final_consistency=True,
+            backprojector=backprojector,
+        )
         params.update(kw)
         return cls(prior, **params)
 
@@ -139,17 +180,36 @@ class DiffusionMBIR(DiffusionSolver):
         reference's A = M·FFT (unnormalised, ×√n) with "Aᵀ" = IFFT (÷√n) solves (1/n)·½‖A_ref x − y_ref‖²
         = ½‖A_orth x − y_orth‖².
         """
-        params = dict(steps=2000, snr=0.16, n_corrector=1, lam=0.005, rho=0.01, cg_iter=1, tv_axes=("z",),
-                      boundary="periodic", final_consistency=False, backprojector="exact")
+        params = dict(
+            steps=2000,
+            snr=0.16,
+            n_corrector=1,
+            lam=0.005,
+            rho=0.01,
+            cg_iter=1,
+            tv_axes=("z",),
+            boundary="periodic",
+            final_consistency=False,
+            backprojector="exact",
+        )
         params.update(kw)
         return cls(prior, **params)
 
     def settings(self) -> dict:
         s = super().settings()
-        s.update(kind=self.kind, snr=self.snr, n_corrector=self.n_corrector, lam=self.lam, rho=self.rho,
-                 cg_iter=self.cg_iter, tv_axes=list(self.tv_axes), boundary=self.boundary,
-                 final_consistency=self.final_consistency, corrector_time=self.corrector_time,
-                 backprojector=self.backprojector)
+        s.update(
+            kind=self.kind,
+            snr=self.snr,
+            n_corrector=self.n_corrector,
+            lam=self.lam,
+            rho=self.rho,
+            cg_iter=self.cg_iter,
+            tv_axes=list(self.tv_axes),
+            boundary=self.boundary,
+            final_consistency=self.final_consistency,
+            corrector_time=self.corrector_time,
+            backprojector=self.backprojector,
+        )
         return s
 
     # -- schedule helpers ----------------------------------------------------------------------
@@ -186,8 +246,16 @@ class DiffusionMBIR(DiffusionSolver):
     def _init(self, ctx: Context) -> dict[str, Tensor]:
         w = reference_data_weight(ctx.op) if self.backprojector == "reference" else 1.0
         ctx.extra["w"] = w
-        ctx.extra["admm"] = SharedADMMTV(ctx.extra["aty"] * w, lambda v: w * ctx.op.normal(v), self.lam, self.rho,
-                                         self.tv_axes, self.boundary, self.cg_iter, ctx.comm)
+        ctx.extra["admm"] = SharedADMMTV(
+            ctx.extra["aty"] * w,
+            lambda v: w * ctx.op.normal(v),
+            self.lam,
+            self.rho,
+            self.tv_axes,
+            self.boundary,
+            self.cg_iter,
+            ctx.comm,
+        )
         a, s = self.alpha_sigma(ctx.timesteps[0])
         x = math.sqrt(a * a + s * s) * self.randn(ctx)
         return {"x": x, "x0": torch.zeros_like(x)}

@@ -75,16 +75,25 @@ def _volume(volume, slice_axis: int) -> Tensor:
     return v
 
 
-def ct_problem(volume, n_views: int = 8, beam: str = "parallel", limited_angle_degrees: float | None = None,
-               noise: float = 0.0, seed: int = 0, slice_axis: int = 0, name: str | None = None) -> Problem:
+def ct_problem(
+    volume,
+    n_views: int = 8,
+    beam: str = "parallel",
+    limited_angle_degrees: float | None = None,
+    noise: float = 0.0,
+    seed: int = 0,
+    slice_axis: int = 0,
+    name: str | None = None,
+) -> Problem:
     """Sparse-view or limited-angle CT of every slice (see the module table)."""
     from ..datasets.ct_simulation import make_geometry
     from ..operators.ct import operator_from_geometry
 
     v = _volume(volume, slice_axis)
     plane = tuple(s for i, s in enumerate(v.shape) if i != slice_axis)
-    geom = make_geometry(plane, beam, None if limited_angle_degrees else n_views,
-                         limited_angle_degrees=limited_angle_degrees)
+    geom = make_geometry(
+        plane, beam, None if limited_angle_degrees else n_views, limited_angle_degrees=limited_angle_degrees
+    )
     op = SliceWise(operator_from_geometry(geom), axis=slice_axis).to(v.device)
     y = op(v).contiguous()
     sigma = float(noise) * float(y.abs().max())
@@ -92,13 +101,30 @@ def ct_problem(volume, n_views: int = 8, beam: str = "parallel", limited_angle_d
         g = torch.Generator().manual_seed(int(seed))
         y = y + sigma * torch.randn(y.shape, generator=g, dtype=y.dtype).to(y.device)
     nv = geom.n_angles
-    return Problem(name or f"ct-{'la' if limited_angle_degrees else 'sv'}{nv}", y, op, v, "ct", nv, sigma,
-                   {"geometry": geom.to_dict(), "beam": beam})
+    return Problem(
+        name or f"ct-{'la' if limited_angle_degrees else 'sv'}{nv}",
+        y,
+        op,
+        v,
+        "ct",
+        nv,
+        sigma,
+        {"geometry": geom.to_dict(), "beam": beam},
+    )
 
 
-def mri_problem(volume, acceleration: float = 4.0, mask: str = "uniform1d", center_fraction: float = 0.08,
-                calib: int | None = None, n_coils: int = 8, snr_db: float | None = None, seed: int = 0,
-                slice_axis: int = 0, name: str | None = None) -> Problem:
+def mri_problem(
+    volume,
+    acceleration: float = 4.0,
+    mask: str = "uniform1d",
+    center_fraction: float = 0.08,
+    calib: int | None = None,
+    n_coils: int = 8,
+    snr_db: float | None = None,
+    seed: int = 0,
+    slice_axis: int = 0,
+    name: str | None = None,
+) -> Problem:
     """Multi-coil Cartesian MRI of every slice with one mask for all slices (see the module table)."""
     from ..datasets.mri_simulation import make_mask
     from ..operators.mri import MultiCoilMRI, birdcage_maps
@@ -118,8 +144,16 @@ def mri_problem(volume, acceleration: float = 4.0, mask: str = "uniform1d", cent
         g = torch.Generator().manual_seed(int(seed) + 1)
         noise = torch.randn(y.shape, generator=g, dtype=torch.complex64).to(y.device) * sigma
         y = (y + noise) * m.mask.to(y.device)
-    return Problem(name or f"mri-{mask}{acceleration:g}", y, op, v, "mri", None, sigma,
-                   {"mask": mask, "acceleration": float(m.acceleration), "n_coils": int(n_coils)})
+    return Problem(
+        name or f"mri-{mask}{acceleration:g}",
+        y,
+        op,
+        v,
+        "mri",
+        None,
+        sigma,
+        {"mask": mask, "acceleration": float(m.acceleration), "n_coils": int(n_coils)},
+    )
 
 
 PROBLEMS = {

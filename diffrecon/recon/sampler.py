@@ -1,7 +1,8 @@
 r"""The one sampler skeleton shared by the diffusion solvers (DDS, DiffusionMBIR, DPS, 2D-only diffusion).
 
 A solver reconstructs a **volume** ``x`` of shape ``(D, H, W)`` (with the slice axis where the operator
-says, see below) from measurements ``y = A x + n`` using a **2-D** :class:`~diffrecon.priors.prior.DiffusionPrior`
+says, see below) from measurements ``y = A x + n`` using a **2-D**
+:class:`~diffrecon.priors.prior.DiffusionPrior`
 applied to every slice. Everything that is not the method itself lives here:
 
 * the timestep loop (:meth:`DiffusionSolver.solve`), one call of the subclass' :meth:`_step` per step;
@@ -163,8 +164,13 @@ class _InPlaneDifference:
         return self.op.adjoint(y)
 
 
-def global_cg(apply: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, n_iter: int,
-              dot: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+def global_cg(
+    apply: Callable[[Tensor], Tensor],
+    b: Tensor,
+    x0: Tensor,
+    n_iter: int,
+    dot: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
     """``n_iter`` CG steps on ``M x = b`` from ``x0`` with a caller-supplied inner product ``dot``.
 
     The same recursion as :func:`diffrecon.operators.linalg.conjugate_gradient` with ``tol=0`` (a fixed
@@ -210,9 +216,17 @@ class SharedADMMTV:
         comm: communicator (:class:`LocalComm` by default).
     """
 
-    def __init__(self, aty: Tensor, normal: Callable[[Tensor], Tensor], lam: float, rho: float,
-                 axes: Sequence[str | int] = ("z",), boundary: str = "periodic", cg_iter: int = 1,
-                 comm: LocalComm | None = None):
+    def __init__(
+        self,
+        aty: Tensor,
+        normal: Callable[[Tensor], Tensor],
+        lam: float,
+        rho: float,
+        axes: Sequence[str | int] = ("z",),
+        boundary: str = "periodic",
+        cg_iter: int = 1,
+        comm: LocalComm | None = None,
+    ):
         for name, v in (("lam", lam), ("rho", rho)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise InputDataError(f"ADMM-TV: expected {name} > 0, found {v!r}")
@@ -222,8 +236,10 @@ class SharedADMMTV:
         self.aty, self.normal = aty, normal
         self.lam, self.rho, self.cg_iter = float(lam), float(rho), int(cg_iter)
         self.axes = resolve_axes(axes)
-        self.diffs = [SliceDifference(boundary, self.comm) if a == -3 else _InPlaneDifference(a, boundary)
-                      for a in self.axes]
+        self.diffs = [
+            SliceDifference(boundary, self.comm) if a == -3 else _InPlaneDifference(a, boundary)
+            for a in self.axes
+        ]
         self.d = [torch.zeros_like(aty) for _ in self.axes]
         self.u = [torch.zeros_like(aty) for _ in self.axes]
 
@@ -239,7 +255,7 @@ class SharedADMMTV:
     def step(self, x: Tensor) -> Tensor:
         """One ADMM iteration warm-started at ``x`` (slice-first); returns the new image."""
         rhs = self.aty
-        for D, d, u in zip(self.diffs, self.d, self.u):
+        for D, d, u in zip(self.diffs, self.d, self.u, strict=True):
             rhs = rhs + self.rho * D.adjoint(d - u)
         x = global_cg(self._lhs, rhs, x, self.cg_iter, self.dot)
         thr = self.lam / self.rho
@@ -251,7 +267,7 @@ class SharedADMMTV:
 
     def state_dict(self) -> dict[str, Tensor]:
         out = {}
-        for i, (d, u) in enumerate(zip(self.d, self.u)):
+        for i, (d, u) in enumerate(zip(self.d, self.u, strict=True)):
             out[f"d{i}"], out[f"u{i}"] = d, u
         return out
 
@@ -391,8 +407,17 @@ class DiffusionSolver:
 
     method = "diffusion"
 
-    def __init__(self, prior, steps: int, *, seed: int = 0, chunk_size: int = 16, image_scale: float = 1.0,
-                 progress: bool = True, on_step: Callable[[int, Tensor, dict], Any] | None = None):
+    def __init__(
+        self,
+        prior,
+        steps: int,
+        *,
+        seed: int = 0,
+        chunk_size: int = 16,
+        image_scale: float = 1.0,
+        progress: bool = True,
+        on_step: Callable[[int, Tensor, dict], Any] | None = None,
+    ):
         if int(steps) < 1:
             raise InputDataError(f"{type(self).__name__}: expected steps >= 1, found {steps}")
         if int(chunk_size) < 1:
@@ -441,11 +466,14 @@ class DiffusionSolver:
     def randn(self, ctx: Context) -> Tensor:
         """Standard normal noise for the local block, drawn for the whole volume (rank-independent)."""
         s, h, w = ctx.shape
-        full = torch.randn((ctx.n_total, h, w), generator=ctx.generator, device=ctx.generator.device,
-                           dtype=ctx.dtype)
-        return full[ctx.comm.lo: ctx.comm.lo + s].to(ctx.device)
+        full = torch.randn(
+            (ctx.n_total, h, w), generator=ctx.generator, device=ctx.generator.device, dtype=ctx.dtype
+        )
+        return full[ctx.comm.lo : ctx.comm.lo + s].to(ctx.device)
 
-    def predict(self, x_t: Tensor, t: Tensor | float, ctx: Context, grad: bool = False) -> tuple[Tensor, Tensor]:
+    def predict(
+        self, x_t: Tensor, t: Tensor | float, ctx: Context, grad: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """One network evaluation of every local slice: ``(z0_hat, eps_hat)``, both ``(S, H, W)`` model space.
 
         Slices go through the network ``chunk_size`` at a time. Counts one NFE.
@@ -480,19 +508,24 @@ class DiffusionSolver:
     def _validate(self, y: Tensor, operator: LinearOperator) -> tuple[int, tuple[int, int, int]]:
         """Fail fast (before any network call). Returns the slice axis and the slice-first shape."""
         if not isinstance(operator, LinearOperator):
-            raise InputDataError(f"{self.method}: expected a diffrecon LinearOperator, found {type(operator).__name__}")
+            raise InputDataError(
+                f"{self.method}: expected a diffrecon LinearOperator, found {type(operator).__name__}"
+            )
         check_finite(y, "measurements")
         out_shape, in_shape = operator.out_shape, operator.in_shape
         if in_shape is None or len(in_shape) != 3:
             raise InputDataError(
-                f"{self.method}: expected an operator on 3-D volumes (e.g. SliceWise(op2d)), found in_shape {in_shape}")
+                f"{self.method}: expected an operator on 3-D volumes (e.g. SliceWise(op2d)), "
+                f"found in_shape {in_shape}"
+            )
         if out_shape is not None:
             if y.ndim != len(out_shape) or not shapes_compatible(tuple(y.shape), out_shape):
                 geo = getattr(getattr(operator, "op2d", operator), "geometry", None)
                 hint = f" (geometry: {geo!r})" if geo is not None else ""
                 raise InputDataError(
                     f"{self.method}: measurements of shape {tuple(y.shape)} do not match the operator's "
-                    f"measurement shape {out_shape} (-1 = any number of slices){hint}; one volume per call")
+                    f"measurement shape {out_shape} (-1 = any number of slices){hint}; one volume per call"
+                )
         axis = slice_axis_of(operator)
         plane = tuple(s for i, s in enumerate(in_shape) if i != axis)
         n = in_shape[axis]
@@ -504,17 +537,28 @@ class DiffusionSolver:
         if ishape is not None:
             if tuple(ishape[-2:]) != tuple(plane):
                 raise InputDataError(
-                    f"{self.method}: the prior was trained on {ishape[-2]}×{ishape[-1]} images but the operator's "
-                    f"slices are {plane[0]}×{plane[1]}; resample the data or use a prior of that size")
+                    f"{self.method}: the prior was trained on {ishape[-2]}×{ishape[-1]} images but the "
+                    f"operator's "
+                    f"slices are {plane[0]}×{plane[1]}; resample the data or use a prior of that size"
+                )
             if len(ishape) == 3 and ishape[0] != 1:
                 raise InputDataError(f"{self.method}: expected a 1-channel prior, found image_shape {ishape}")
         return axis, (n, *plane)
 
     # -- the loop -------------------------------------------------------------------------------
     @torch.no_grad()
-    def solve(self, y: Tensor, operator: LinearOperator, *, save_state: str | os.PathLike | None = None,
-              save_every: int = 1, resume: str | os.PathLike | None = None, comm: LocalComm | None = None,
-              n_total: int | None = None, stop_after: int | None = None) -> Reconstruction:
+    def solve(
+        self,
+        y: Tensor,
+        operator: LinearOperator,
+        *,
+        save_state: str | os.PathLike | None = None,
+        save_every: int = 1,
+        resume: str | os.PathLike | None = None,
+        comm: LocalComm | None = None,
+        n_total: int | None = None,
+        stop_after: int | None = None,
+    ) -> Reconstruction:
         """Reconstruct the volume from ``y``.
 
         Args:
@@ -548,9 +592,18 @@ class DiffusionSolver:
         if dtype not in (torch.float32, torch.float64):
             dtype = torch.float32
         g = torch.Generator(device=device).manual_seed(self.seed)
-        ctx = Context(y=y / self.image_scale, op=op, shape=shape, comm=comm, n_total=n_total, device=device,
-                      dtype=dtype, timesteps=self._timesteps(), generator=g,
-                      extra={"discrete_t": bool(getattr(self.prior.schedule, "discrete", False))})
+        ctx = Context(
+            y=y / self.image_scale,
+            op=op,
+            shape=shape,
+            comm=comm,
+            n_total=n_total,
+            device=device,
+            dtype=dtype,
+            timesteps=self._timesteps(),
+            generator=g,
+            extra={"discrete_t": bool(getattr(self.prior.schedule, "discrete", False))},
+        )
         self._check_operator_domain(ctx)
         self._nfe = self._slice_evals = 0
         state = self._init(ctx)
@@ -586,9 +639,16 @@ class DiffusionSolver:
         x = self._finish(state, ctx) if end == n else self._estimate(state, ctx)
         image = op.to_volume(x) * self.image_scale
         seconds = seconds_before + time.perf_counter() - t0
-        rec = SolveRecord(method=self.method, nfe=self._nfe, slice_evaluations=self._nfe * n_total,
-                          seconds=round(seconds, 3), steps=n, seed=self.seed, settings=self.settings(),
-                          resumed_at=resumed_at)
+        rec = SolveRecord(
+            method=self.method,
+            nfe=self._nfe,
+            slice_evaluations=self._nfe * n_total,
+            seconds=round(seconds, 3),
+            steps=n,
+            seed=self.seed,
+            settings=self.settings(),
+            resumed_at=resumed_at,
+        )
         return Reconstruction(image, rec)
 
     __call__ = solve
@@ -598,25 +658,39 @@ class DiffusionSolver:
         if probe.is_complex():
             raise InputDataError(
                 f"{self.method}: the operator's image domain is complex but the prior is real-valued; "
-                "build the MRI operator with real_input=True (magnitude images, as in DiffusionMBIR)")
+                "build the MRI operator with real_input=True (magnitude images, as in DiffusionMBIR)"
+            )
         if tuple(probe.shape) != tuple(ctx.shape):
-            raise InputDataError(f"{self.method}: operator adjoint gives shape {tuple(probe.shape)}, "
-                                 f"expected {ctx.shape}")
+            raise InputDataError(
+                f"{self.method}: operator adjoint gives shape {tuple(probe.shape)}, expected {ctx.shape}"
+            )
         ctx.extra["aty"] = probe.to(ctx.dtype)
 
     # -- state files ----------------------------------------------------------------------------
     def _fingerprint(self, ctx: Context) -> dict:
-        return {"method": self.method, "settings": self.settings(), "shape": list(ctx.shape),
-                "n_total": ctx.n_total, "lo": ctx.comm.lo, "y_sum": float(ctx.y.abs().double().sum())}
+        return {
+            "method": self.method,
+            "settings": self.settings(),
+            "shape": list(ctx.shape),
+            "n_total": ctx.n_total,
+            "lo": ctx.comm.lo,
+            "y_sum": float(ctx.y.abs().double().sum()),
+        }
 
     def _save(self, path, step: int, snap: tuple, ctx: Context, seconds: float) -> None:
         from ..io.atomic import atomic_path
 
         state, gen, dc, nfe = snap
-        blob = {"format": STATE_FORMAT, "step": int(step), "seconds": float(seconds), "nfe": int(nfe),
-                "fingerprint": self._fingerprint(ctx), "generator": gen,
-                "state": {k: v.detach().cpu() for k, v in state.items()},
-                "dc": {k: v.detach().cpu() for k, v in dc.items()}}
+        blob = {
+            "format": STATE_FORMAT,
+            "step": int(step),
+            "seconds": float(seconds),
+            "nfe": int(nfe),
+            "fingerprint": self._fingerprint(ctx),
+            "generator": gen,
+            "state": {k: v.detach().cpu() for k, v in state.items()},
+            "dc": {k: v.detach().cpu() for k, v in dc.items()},
+        }
         with atomic_path(path, overwrite=True, suffix=".pt") as tmp:
             torch.save(blob, tmp)
 
@@ -630,8 +704,10 @@ class DiffusionSolver:
         want, found = self._fingerprint(ctx), blob["fingerprint"]
         for key in ("method", "settings", "shape", "n_total", "lo"):
             if want[key] != found[key]:
-                raise InputDataError(f"{self.method}: state {path} comes from another run: {key} was "
-                                     f"{found[key]!r}, now {want[key]!r}")
+                raise InputDataError(
+                    f"{self.method}: state {path} comes from another run: {key} was "
+                    f"{found[key]!r}, now {want[key]!r}"
+                )
         if not math.isclose(want["y_sum"], found["y_sum"], rel_tol=1e-6, abs_tol=1e-12):
             raise InputDataError(f"{self.method}: state {path} was written for different measurements")
         ctx.generator.set_state(blob["generator"])
@@ -655,8 +731,10 @@ def n_views_of(operator: LinearOperator) -> int:
     n = getattr(geom, "n_angles", None)
     if n is None:
         raise InputDataError(
-            f"backprojector='reference' reproduces the π/(2N)-scaled CT back-projector of the DiffusionMBIR/DDS "
-            f"code and needs a CT operator with a geometry; found {type(op2d).__name__}")
+            f"backprojector='reference' reproduces the π/(2N)-scaled CT back-projector of the "
+            f"DiffusionMBIR/DDS "
+            f"code and needs a CT operator with a geometry; found {type(op2d).__name__}"
+        )
     return int(n)
 
 
@@ -668,7 +746,7 @@ def reference_data_weight(operator: LinearOperator) -> float:
 
 
 def exact_equivalent(lam: float, rho: float, n_views: int) -> tuple[float, float]:
-    r"""(λ, ρ) with the exact adjoint that reproduce the reference code's (λ, ρ) with its π/(2N) back-projector.
+    r"""(λ, ρ) for the exact adjoint that reproduce the reference code's (λ, ρ) and π/(2N) back-projector.
 
     The reference solves c·½‖Ax − y‖² + λ‖D_z x‖₁ with c = π/(2N): its x-update is
     (c AᵀA + ρ DᵀD) x = c Aᵀy + ρ Dᵀ(d − u) and its shrinkage threshold λ/ρ. Dividing the x-update by
