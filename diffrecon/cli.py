@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("simulate", "simulate"),
     ("reconstruct", "reconstruct"),
     ("info", "info"),
+    ("hsi", "hsi"),
     ("train-prior", "train_prior"),
 ]
 

@@ -1,0 +1,172 @@
+"""DDS2M: a tiny run improves PSNR, schedule/defaults, oracle labelling, seeding, bad input."""
+
+import math
+
+import pytest
+import torch
+
+from diffrecon.errors import InputDataError
+from diffrecon.operators.hsi import Inpainting, SpatialSR, add_gaussian_noise, random_voxel_mask
+from diffrecon.priors.networks.vs2m import LITE, VS2M, usable_depth
+from diffrecon.recon.dds2m import DDS2M, TASK_DEFAULTS, linear_alphas_cumprod, mpsnr_torch
+
+TINY = dict(
+    network=LITE.replace(
+        channels=(8, 16, 16),
+        skip_channels=(0, 4, 4),
+        kernels=(3, 3, 3),
+        attention_levels=(),
+        mlp_hidden=(32, 32),
+    ),
+    rank=3,
+    lr=1e-2,
+    progress=False,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests are tiny; one thread avoids oversubscription on shared CI machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cube(h=24, w=20, b=6, seed=0):
+    """Smooth low-rank test cube in [0.1, 0.9]: 3 smooth maps × 3 smooth spectra."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    maps = torch.stack([torch.sin(3 * yy + 1) ** 2, torch.cos(2 * xx + yy) ** 2, (xx * yy)], 0)
+    wl = torch.linspace(0, 1, b)
+    spec = torch.stack([0.5 + 0.4 * torch.sin(4 * wl), wl, 1 - wl**2], 0) * (
+        0.5 + torch.rand(3, 1, generator=g)
+    )
+    c = torch.einsum("rhw,rb->hwb", maps, spec)
+    return 0.1 + 0.8 * (c - c.min()) / (c.max() - c.min())
+
+
+def test_paper_schedule_and_defaults():
+    a = linear_alphas_cumprod(2000)
+    assert float(a[-1]) == pytest.approx(0.006, rel=0.05)  # ᾱ_T of the denoising config
+    assert float(linear_alphas_cumprod(3000)[-1]) == pytest.approx(0.0005, rel=0.1)
+    assert float(linear_alphas_cumprod(1000)[-1]) == pytest.approx(0.078, rel=0.05)
+    assert TASK_DEFAULTS["denoise"] == {
+        "num_steps": 2000,
+        "start_point": 1000,
+        "eta": 1.0,
+        "eta_b": 1.0,
+        "sv_cutoff": 0.0,
+    }
+    assert TASK_DEFAULTS["inpaint"]["num_steps"] == 3000 and TASK_DEFAULTS["inpaint"]["eta"] == 0.95
+    assert TASK_DEFAULTS["sr"]["start_point"] == 500 and TASK_DEFAULTS["sr"]["sv_cutoff"] == 3e-2
+
+
+def test_vs2m_shapes_nonsquare_any_bands():
+    for h, w, b in [(24, 20, 1), (17, 40, 7), (32, 32, 31)]:
+        net = VS2M(h, w, b, config=LITE, rank=2)
+        out = net()
+        assert out.shape == (h, w, b)
+        s, e = net.factors()
+        assert s.shape == (2, h, w) and e.shape == (2, b)
+        torch.testing.assert_close(out, torch.einsum("rhw,rb->hwb", s, e))
+    assert usable_depth(256, 256, 6) == 6 and usable_depth(64, 64, 6) == 4 and usable_depth(8, 30, 6) == 1
+
+
+def test_vs2m_groups_are_independent_nets():
+    """Grouped convolutions must not mix the R spatial nets: the gradient of map 0 w.r.t. the
+    parameters of group 1 is zero."""
+    net = VS2M(16, 16, 4, config=TINY["network"], rank=2)
+    s = net.spatial()
+    conv = net.body.down[0].conv
+    (g,) = torch.autograd.grad(s[0].sum(), conv.weight)
+    half = g.shape[0] // 2
+    assert float(g[half:].abs().max()) == 0.0 and float(g[:half].abs().max()) > 0
+
+
+def test_tiny_denoising_improves_psnr():
+    clean = _cube()
+    noisy = add_gaussian_noise(clean, 0.1, seed=1)
+    res = DDS2M("denoise", num_steps=120, start_point=40, **TINY).restore(noisy, sigma=0.1)
+    before = float(mpsnr_torch(noisy.clamp(0, 1), clean))
+    after = float(mpsnr_torch(res.cube, clean))
+    assert after > before + 3.0, (before, after)
+    assert res.cube.shape == clean.shape and res.oracle_cube is None
+    rec = res.record
+    assert rec["nfe"] == 81 and rec["output"] == "final iterate" and rec["sigma"] == 0.1
+    assert not rec["sigma_estimated"]
+
+
+def test_seeded_reproducible_and_oracle_labelled():
+    clean = _cube(16, 16, 3)
+    noisy = add_gaussian_noise(clean, 0.1, seed=2)
+    kw = dict(num_steps=30, start_point=20, **TINY)
+    r1 = DDS2M("denoise", **kw).restore(noisy, sigma=0.1, ground_truth=clean)
+    r2 = DDS2M("denoise", **kw).restore(noisy, sigma=0.1)
+    torch.testing.assert_close(r1.cube, r2.cube)  # ground truth does not change the output
+    assert r1.oracle_cube is not None and "ORACLE" in r1.record["oracle"]["note"]
+    assert len(r1.history) == 11 and r1.oracle_mpsnr == pytest.approx(max(r1.history))
+    assert 20 <= r1.oracle_step <= 30
+    r3 = DDS2M("denoise", seed=7, **kw).restore(noisy, sigma=0.1)
+    assert not torch.equal(r1.cube, r3.cube)
+
+
+def test_estimated_sigma_and_progress_callback():
+    clean = _cube(16, 24, 4)
+    noisy = add_gaussian_noise(clean, 0.1, seed=3)
+    seen = []
+    res = DDS2M(
+        "denoise", num_steps=12, start_point=10, on_step=lambda it, t, x0: seen.append((it, t)), **TINY
+    ).restore(noisy)
+    assert res.record["sigma_estimated"] and 0.07 < res.record["sigma"] < 0.14
+    assert seen == [(10, 2), (11, 1), (12, 0)]
+
+
+@pytest.mark.parametrize("task", ["inpaint", "sr"])
+def test_tiny_inpaint_and_sr_run(task):
+    """Short chains only check the plumbing (shapes, finiteness, data fidelity on observed voxels);
+    the quality claims are measured by benchmarks/hsi_restoration.py with the paper's step counts."""
+    clean = _cube(24, 16, 5)
+    if task == "inpaint":
+        op = Inpainting(random_voxel_mask(clean.shape, 0.3, seed=1))
+        y = op(add_gaussian_noise(clean, 0.1, seed=4))
+    else:
+        op = SpatialSR(tuple(clean.shape), 2)
+        y = add_gaussian_noise(op(clean), 0.1, seed=4)
+    res = DDS2M(task, num_steps=60, start_point=30, **TINY).restore(y, op, sigma=0.1)
+    assert res.cube.shape == clean.shape and bool(torch.isfinite(res.cube).all())
+    assert 0.0 <= float(res.cube.min()) and float(res.cube.max()) <= 1.0
+    assert res.record["operator"] == type(op).__name__ and res.record["nfe"] == 31
+    if task == "inpaint":  # better than the zero-filled measurement
+        assert float(mpsnr_torch(res.cube, clean)) > float(mpsnr_torch(y, clean)) + 3
+
+
+def test_bad_inputs():
+    clean = _cube(16, 16, 3)
+    m = DDS2M("denoise", num_steps=4, start_point=3, **TINY)
+    bad = clean.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(InputDataError, match="NaN"):
+        m.restore(bad, sigma=0.1)
+    with pytest.raises(InputDataError, match=r"\(H, W, B\)"):
+        m.restore(clean[..., 0], sigma=0.1)
+    for s in (0.0, -0.1, math.nan):
+        with pytest.raises(InputDataError, match="sigma"):
+            m.restore(clean, sigma=s)
+    with pytest.raises(InputDataError, match="observes no voxel"):
+        Inpainting(torch.zeros(16, 16, 3, dtype=torch.bool))
+    op = Inpainting(random_voxel_mask((16, 16, 3), 0.2))
+    with pytest.raises(InputDataError, match="cannot be estimated"):
+        DDS2M("inpaint", num_steps=4, start_point=3, **TINY).restore(op(clean), op)
+    with pytest.raises(InputDataError, match="operator produces"):
+        m.restore(clean, SpatialSR((16, 16, 3), 2), sigma=0.1)
+    with pytest.raises(InputDataError, match="task"):
+        DDS2M("deblur")
+    with pytest.raises(InputDataError, match="start_point"):
+        DDS2M("denoise", num_steps=10, start_point=20)
+    with pytest.raises(InputDataError, match="8x8"):
+        DDS2M("denoise", num_steps=2, start_point=1, **TINY).restore(torch.rand(6, 30, 2), sigma=0.1)
+    with pytest.raises(InputDataError, match="SVD"):
+        from diffrecon.operators import Identity
+
+        m.restore(clean, Identity((16, 16, 3)), sigma=0.1)

@@ -1,0 +1,129 @@
+"""``diffrecon hsi restore``: end-to-end on tiny cubes (fast settings), outputs, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffrecon.cli import main
+from diffrecon.io.hsi import load_cube, make_cube, save_cube
+from diffrecon.operators.hsi import add_gaussian_noise
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _noisy(tmp_path, h=20, w=16, b=5, nan_frac=0.0):
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    clean = np.stack(
+        [0.2 + 0.6 * (yy * (k + 1) % 1) * 0 + 0.3 * np.sin(3 * xx + k) ** 2 + 0.3 * yy for k in range(b)], -1
+    )
+    noisy = add_gaussian_noise(torch.tensor(clean, dtype=torch.float32), 0.05, seed=0).numpy()
+    if nan_frac:
+        rng = np.random.default_rng(0)
+        noisy[rng.random(noisy.shape) < nan_frac] = np.nan
+    path = tmp_path / "in.nc"
+    save_cube(path, make_cube(noisy, wavelengths=np.linspace(450, 900, b), attrs={"semi_synthetic": 1}))
+    return path
+
+
+@pytest.mark.slow  # first DDS2M call imports torch._dynamo (via Adam) and matplotlib: ~10 s cold
+def test_restore_denoise_dds2m_writes_nc_json_png(tmp_path, capsys):
+    inp = _noisy(tmp_path)
+    out = tmp_path / "out.nc"
+    rc = main(
+        [
+            "hsi",
+            "restore",
+            "--task",
+            "denoise",
+            str(inp),
+            str(out),
+            "--steps",
+            "8",
+            "--start-point",
+            "5",
+            "--rank",
+            "2",
+            "--network",
+            "lite",
+            "--quiet",
+            "--sigma",
+            "0.05",
+        ]
+    )
+    assert rc == 0
+    d = load_cube(out)
+    assert d.shape == (20, 16, 5) and np.isfinite(d.values).all()
+    rec = json.loads((tmp_path / "out.json").read_text())
+    assert rec["method"] == "DDS2M" and rec["task"] == "denoise" and rec["nfe"] == 4
+    png = (tmp_path / "out.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # no clobbering without --overwrite
+    assert main(["hsi", "restore", "--task", "denoise", str(inp), str(out), "--method", "tv"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "hsi",
+                "restore",
+                "--task",
+                "denoise",
+                str(inp),
+                str(out),
+                "--method",
+                "subspace",
+                "--overwrite",
+                "--no-png",
+            ]
+        )
+        == 0
+    )
+
+
+def test_restore_inpaint_nan_mask_and_sr(tmp_path):
+    inp = _noisy(tmp_path, nan_frac=0.7)
+    out = tmp_path / "inp.nc"
+    assert (
+        main(["hsi", "restore", "--task", "inpaint", str(inp), str(out), "--method", "interp", "--no-png"])
+        == 0
+    )
+    import xarray as xr
+
+    with xr.open_dataset(out) as ds:
+        assert "mask" in ds and 0.2 < float(ds["mask"].mean()) < 0.4
+    # DDS2M inpainting needs sigma
+    assert main(["hsi", "restore", "--task", "inpaint", str(inp), str(tmp_path / "x.nc")]) == 1
+    lr = _noisy(tmp_path / "lr" if (tmp_path / "lr").mkdir() is None else tmp_path, h=10, w=8)
+    out_sr = tmp_path / "sr.nc"
+    assert (
+        main(["hsi", "restore", "--task", "sr", "--factor", "2", str(lr), str(out_sr), "--method", "tv"]) == 0
+    )
+    assert load_cube(out_sr).shape == (20, 16, 5)
+    assert (tmp_path / "sr.png").exists()
+
+
+def test_restore_errors(tmp_path, capsys):
+    inp = _noisy(tmp_path, nan_frac=0.1)
+    assert main(["hsi", "restore", "--task", "denoise", str(inp), str(tmp_path / "o.nc")]) == 1
+    assert "NaN" in capsys.readouterr().err
+    assert (
+        main(["hsi", "restore", "--task", "denoise", str(tmp_path / "missing.nc"), str(tmp_path / "o.nc")])
+        == 1
+    )
+    inp2 = _noisy(tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path)
+    assert (
+        main(["hsi", "restore", "--task", "denoise", str(inp2), str(tmp_path / "o.nc"), "--sigma", "0"]) == 1
+    )
+    assert "> 0" in capsys.readouterr().err
+    assert (
+        main(["hsi", "restore", "--task", "inpaint", str(inp2), str(tmp_path / "o.nc"), "--sigma", "0.1"])
+        == 1
+    )
+    assert "--mask" in capsys.readouterr().err
