@@ -296,3 +296,14 @@ def test_autograd_through_projector():
     loss = 0.5 * ((A(x) - y) ** 2).sum()
     loss.backward()
     torch.testing.assert_close(x.grad, A.adjoint(A(x.detach()) - y))
+
+
+def test_matrix_cache_is_bounded():
+    from diffrecon.operators import ct
+
+    clear_matrix_cache()
+    for k in range(ct._CACHE.max_entries + 3):
+        ParallelBeam2D((5, 4), sparse_angles(k + 1), 7)(torch.zeros(5, 4))
+    assert len(ct._CACHE) == ct._CACHE.max_entries
+    clear_matrix_cache()
+    assert len(ct._CACHE) == 0
