@@ -32,7 +32,7 @@ test-fast: setup
 	$(PY) -m pytest -n 2 -q -m "not slow"
 
 docs: setup
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: setup
 	$(PY) benchmarks/ct_projector.py

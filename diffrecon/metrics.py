@@ -58,7 +58,9 @@ def ssim(x, ref, data_range: float | None = None) -> float:
 
 
 def plane_metrics(
-    x, ref, planes: Mapping[str, int] | None = None, data_range: float | None = None
+    x: torch.Tensor | np.ndarray,
+    ref: torch.Tensor | np.ndarray,
+    planes: Mapping[str, int] | None = None, data_range: float | None = None
 ) -> dict[str, dict[str, float]]:
     """Per-plane mean PSNR and SSIM of a 3-D volume.
 

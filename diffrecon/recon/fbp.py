@@ -200,7 +200,8 @@ def _pixel_grid(shape2d: tuple[int, int], dtype, device) -> tuple[Tensor, Tensor
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def fbp(sinogram, operator, filter: str = "ramp", *, frequency_cutoff: float = 1.0) -> Tensor:
+def fbp(sinogram: Tensor | np.ndarray, operator: object, filter: str = "ramp", *,
+        frequency_cutoff: float = 1.0) -> Tensor:
     """Filtered back projection for parallel-beam and fan-beam (flat detector) data; FDK for cone beam.
 
     Args:
@@ -258,13 +259,15 @@ def fbp(sinogram, operator, filter: str = "ramp", *, frequency_cutoff: float = 1
     return _backproject_fan(filtered, geom).reshape(*lead, *geom.image_shape)
 
 
-def fdk(projections, operator_or_geometry, filter: str = "ramp", *, frequency_cutoff: float = 1.0) -> Tensor:
+def fdk(projections: Tensor | np.ndarray, operator_or_geometry: object, filter: str = "ramp", *,
+        frequency_cutoff: float = 1.0) -> Tensor:
     """Feldkamp–Davis–Kress reconstruction for circular cone-beam data on a flat detector.
 
     Args:
         projections: ``(..., n_angles, det_rows, det_cols)``; leading dims are batch dims.
         operator_or_geometry: a ``ConeBeam3D`` or a :class:`~diffrecon.operators.geometry.ConeGeometry`.
-        filter, frequency_cutoff: as in :func:`fbp`.
+        filter: as in :func:`fbp`.
+        frequency_cutoff: as in :func:`fbp`.
 
     Returns:
         The volume ``(..., D, H, W)``. Exact in the mid-plane z = 0 (where it reduces to fan-beam FBP);
