@@ -13,6 +13,7 @@ from diffrecon.operators.mri import (
     NonCartesianMRI,
     SingleCoilMRI,
     birdcage_maps,
+    equispaced1d_mask,
     fftc,
     gaussian1d_mask,
     ifftc,
@@ -112,7 +113,7 @@ def test_operator_errors():
 @pytest.mark.parametrize("shape", [(64, 64), (57, 95), (320, 368)])
 def test_line_masks_realise_requested_acceleration(shape, accel):
     w = shape[-1]
-    for fn in (uniform1d_mask, gaussian1d_mask):
+    for fn in (uniform1d_mask, gaussian1d_mask, equispaced1d_mask):
         mask, realised = fn(shape, accel, center_fraction=0.04, seed=3)
         lines = int(mask[0].sum())
         assert mask.shape == shape and mask.dtype == torch.bool
@@ -138,6 +139,7 @@ def test_masks_are_seeded():
     for fn, kw in (
         (uniform1d_mask, {}),
         (gaussian1d_mask, {}),
+        (equispaced1d_mask, {}),
         (poisson2d_mask, {"calib": 8}),
         (radial_mask, {}),
     ):

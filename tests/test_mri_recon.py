@@ -101,13 +101,15 @@ def test_espirit_needs_a_sampled_calibration_box(phantom_sim):
 
 @pytest.mark.slow
 def test_real_brain_4x_sense_tv_and_espirit():
-    """Colin27 T1 (or MNI152), 4 axial slices padded to 192 x 224, 8 coils, 30 dB, uniform 1-D 4x."""
+    """Colin27 T1 (or MNI152), 4 axial slices padded to 192 x 224, 8 coils, 30 dB, variable-density 1-D 4x."""
     vol, _, _ = brain_volume()
     start = vol.shape[2] // 2 - 2
     sl = np.zeros((192, 224, 4), np.float32)
     sub = vol[:, :, start : start + 4][:192, :224]
     sl[: sub.shape[0], : sub.shape[1]] = sub
-    sim = simulate_multicoil(sl, n_coils=8, acceleration=4, center_fraction=0.11, snr_db=30, seed=0)
+    sim = simulate_multicoil(
+        sl, n_coils=8, acceleration=4, mask="gaussian1d", center_fraction=0.11, snr_db=30, seed=0
+    )
     gt = sim.magnitude
     p_zf = psnr(zero_filled_rss(sim.kspace), gt, 1.0)
     p_sense = psnr(cg_sense(sim.kspace, sim.maps, sim.mask, n_iter=30).abs(), gt, 1.0)
@@ -120,4 +122,4 @@ def test_real_brain_4x_sense_tv_and_espirit():
     )
     assert p_sense > p_zf + 3
     assert p_tv > p_zf + 5
-    assert abs(p_esp - p_sense) < 1.5
+    assert p_esp > p_sense - 1.0  # ESPIRiT maps are as good as the true ones (better in the background)

@@ -30,7 +30,7 @@ def add_simulate_arguments(parser) -> None:
     g.add_argument(
         "--mask",
         default="uniform1d",
-        choices=["uniform1d", "gaussian1d", "poisson2d", "radial"],
+        choices=["uniform1d", "equispaced1d", "gaussian1d", "poisson2d", "radial"],
         help="sampling pattern (default uniform1d: random phase-encode lines + centre band)",
     )
     g.add_argument(

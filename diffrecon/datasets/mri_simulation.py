@@ -27,6 +27,7 @@ from ..errors import InputDataError
 from ..operators.mri import (
     MultiCoilMRI,
     birdcage_maps,
+    equispaced1d_mask,
     gaussian1d_mask,
     poisson2d_mask,
     radial_mask,
@@ -35,7 +36,7 @@ from ..operators.mri import (
 
 Tensor = torch.Tensor
 
-MASKS = ("uniform1d", "gaussian1d", "poisson2d", "radial")
+MASKS = ("uniform1d", "equispaced1d", "gaussian1d", "poisson2d", "radial")
 
 
 @dataclass
@@ -102,6 +103,8 @@ def make_mask(
     """Dispatch to the mask generators of :mod:`diffrecon.operators.mri` by name (see ``MASKS``)."""
     if kind == "uniform1d":
         return uniform1d_mask(shape, acceleration, center_fraction, seed=seed)
+    if kind == "equispaced1d":
+        return equispaced1d_mask(shape, acceleration, center_fraction, seed=seed)
     if kind == "gaussian1d":
         return gaussian1d_mask(shape, acceleration, center_fraction, seed=seed)
     if kind == "poisson2d":

@@ -57,6 +57,7 @@ __all__ = [
     "SamplingMask",
     "uniform1d_mask",
     "gaussian1d_mask",
+    "equispaced1d_mask",
     "poisson2d_mask",
     "radial_mask",
     "radial_trajectory",
@@ -548,7 +549,11 @@ def _lines_mask(name, shape, acceleration, center_fraction, seed, weights_fn) ->
     lines[_centre_band(w, n_center)] = True
     rest = np.flatnonzero(~lines)
     n_more = n_total - n_center
-    if n_more:
+    if n_more and weights_fn is None:  # equispaced over the non-centre lines, random offset
+        offset = float(rng.uniform(0.0, 1.0))
+        pos = np.floor((np.arange(n_more) + offset) * len(rest) / n_more).astype(int)
+        lines[rest[np.clip(pos, 0, len(rest) - 1)]] = True
+    elif n_more:
         p = weights_fn(rest, w)
         p = p / p.sum()
         lines[rng.choice(rest, size=n_more, replace=False, p=p)] = True
@@ -578,6 +583,21 @@ def uniform1d_mask(
     return _lines_mask(
         "uniform1d_mask", shape, acceleration, center_fraction, seed, lambda idx, w: np.ones(len(idx))
     )
+
+
+def equispaced1d_mask(
+    shape: Sequence[int], acceleration: float, center_fraction: float = 0.08, seed: int | None = 0
+) -> SamplingMask:
+    """Regular Cartesian line mask: a fully sampled centre band plus equispaced lines outside it.
+
+    The classic parallel-imaging (SENSE/GRAPPA) pattern: the ``round(W/R) − n_centre`` outer lines are
+    spread evenly over the non-centre lines (spacing ≈ R), with a random offset drawn from ``seed``;
+    the realised acceleration equals the request up to one line, as for :func:`uniform1d_mask`.
+
+    Returns:
+        :class:`SamplingMask` (bool ``(H, W)``, realised acceleration).
+    """
+    return _lines_mask("equispaced1d_mask", shape, acceleration, center_fraction, seed, None)
 
 
 def gaussian1d_mask(
