@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import importlib
 
+# Imported eagerly: the function shares its name with the module ``diffrecon.recon.fbp``, and a lazy
+# lookup would return the module once anything has imported it.
+from .fbp import fbp, fdk
+
 _LAZY = {
     "cg": "classical",
     "admm_tv": "classical",
     "ADMMTV": "classical",
     "soft_threshold": "classical",
-    "fbp": "fbp",
-    "fdk": "fbp",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "fbp", "fdk"])
 
 
 def __getattr__(name: str):
