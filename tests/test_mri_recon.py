@@ -120,6 +120,6 @@ def test_real_brain_4x_sense_tv_and_espirit():
         f"4x brain PSNR: zero-filled {p_zf:.2f}, SENSE {p_sense:.2f}, TV {p_tv:.2f}, "
         f"SENSE+ESPIRiT {p_esp:.2f}"
     )
-    assert p_sense > p_zf + 3
+    assert p_sense > p_zf + 2.5  # measured: +3.2 dB (24.73 -> 27.91)
     assert p_tv > p_zf + 5
     assert p_esp > p_sense - 1.0  # ESPIRiT maps are as good as the true ones (better in the background)
