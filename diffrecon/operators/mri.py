@@ -416,7 +416,7 @@ class NonCartesianMRI(LinearOperator):
         width: int = 4,
         real_input: bool = False,
     ):
-        self._sp = require("sigpy", "mri")
+        require("sigpy", "mri")  # fail early, with the extra to install
         coord = torch.as_tensor(coord, dtype=torch.float64)
         if coord.ndim < 2 or coord.shape[-1] != 2:
             raise InputDataError(
@@ -458,7 +458,9 @@ class NonCartesianMRI(LinearOperator):
         x = x.to(cdt)
         if self.maps is not None:
             x = x.unsqueeze(-3) * self.maps.to(device=x.device, dtype=cdt)
-        out = self._sp.nufft(self._np(x), self._np(self.coord), oversamp=self.oversamp, width=self.width)
+        out = require("sigpy", "mri").nufft(
+            self._np(x), self._np(self.coord), oversamp=self.oversamp, width=self.width
+        )
         return torch.from_numpy(np.ascontiguousarray(out)).to(device=dev, dtype=cdt)
 
     def _adjoint(self, y):
@@ -467,7 +469,7 @@ class NonCartesianMRI(LinearOperator):
         y = y.to(cdt)
         nt = len(self.traj)
         oshape = (*y.shape[: y.ndim - nt], *self.grid)
-        z = self._sp.nufft_adjoint(
+        z = require("sigpy", "mri").nufft_adjoint(
             self._np(y), self._np(self.coord), oshape=oshape, oversamp=self.oversamp, width=self.width
         )
         z = torch.from_numpy(np.ascontiguousarray(z)).to(device=dev, dtype=cdt)
