@@ -300,6 +300,7 @@ class DDS2M:
         h, w, b = shape
         dt = torch.float32
         t_start = time.perf_counter()
+        cpu_start = time.process_time()
 
         # -- data in the [-1, 1] scaling ----------------------------------------------------
         y32 = y.to(dt)
@@ -349,6 +350,7 @@ class DDS2M:
         n_updates = 0
         losses: list[Tensor] = []
         t_net = 0.0
+        cpu_net = 0.0
 
         from tqdm.auto import tqdm
 
@@ -365,7 +367,7 @@ class DDS2M:
             a_t, a_next = float(abar_ext[t + 1]), float(abar_ext[t])
             sa_t, s1a_t = math.sqrt(a_t), math.sqrt(1 - a_t)
             if it >= self.start_point:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 opt.zero_grad(set_to_none=True)
                 out = net()
                 loss = (sa_t * (2 * out - 1) - x).pow(2).mean()
@@ -391,6 +393,7 @@ class DDS2M:
                 if self.on_step is not None:
                     self.on_step(it, t, avg)
                 t_net += time.perf_counter() - t0
+                cpu_net += time.process_time() - c0
             else:
                 x0 = x
             with torch.no_grad():
@@ -413,6 +416,7 @@ class DDS2M:
 
         cube = ((x + 1) / 2).clamp(0, 1).detach()
         seconds = time.perf_counter() - t_start
+        cpu_seconds = time.process_time() - cpu_start
         record = {
             "method": "DDS2M",
             **self.settings(),
@@ -427,7 +431,9 @@ class DDS2M:
             "device": str(device),
             "nfe": n_updates,
             "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             "seconds_per_update": t_net / max(n_updates, 1),
+            "cpu_seconds_per_update": cpu_net / max(n_updates, 1),
             "loss_trace": [float(v) for v in losses],
             "output": "final iterate",
         }
