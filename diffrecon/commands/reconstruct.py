@@ -9,7 +9,7 @@ import numpy as np
 from ._common import Timer, add_device_argument, dump_json, peak_rss_mb, record_path, resolve_device
 
 CT_METHODS = ("fbp", "tv")
-MRI_METHODS = ("zerofill", "sense")
+MRI_METHODS = ("zerofill", "sense", "tv")
 
 
 def add_parser(sub) -> None:
@@ -17,14 +17,16 @@ def add_parser(sub) -> None:
         "reconstruct",
         help="reconstruct a volume from measurements",
         description="Reconstruct a NIfTI volume from a sinogram .npz written by `diffrecon simulate` (or your own, "
-        "see docs) with FBP or 3-D anisotropic ADMM-TV. The output keeps the source volume's affine; a JSON "
+        "see docs) with FBP or 3-D anisotropic ADMM-TV, or an MRI k-space file (.npz or fastMRI-style .h5) with "
+        "zero filling, CG-SENSE or TV-SENSE. The output keeps the source volume's affine; a JSON "
         "record of the run (method, settings, seconds) is written next to it.",
     )
     p.add_argument("input", help="measurement file: sinogram .npz (CT) or k-space .npz/.h5 (MRI)")
     p.add_argument("output", help="output NIfTI volume (.nii.gz)")
     p.add_argument("--method", required=True, choices=sorted(set(CT_METHODS + MRI_METHODS)))
     p.add_argument("--filter", default="ramp", help="FBP filter: ramp, shepp-logan, cosine, hann")
-    p.add_argument("--lam", type=float, default=None, help="TV weight lambda (default: the demo's tuned value)")
+    p.add_argument("--lam", type=float, default=None,
+                   help="regularisation weight: TV lambda for tv (default: the tuned value), Tikhonov weight for sense")
     p.add_argument("--rho", type=float, default=None, help="ADMM penalty rho")
     p.add_argument("--iters", type=int, default=None, help="ADMM iterations")
     p.add_argument("--cg-iters", type=int, default=None, help="CG iterations per ADMM step")
@@ -32,6 +34,9 @@ def add_parser(sub) -> None:
     add_device_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    from . import mri
+
+    mri.add_reconstruct_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -11,24 +11,29 @@ def add_parser(sub) -> None:
         help="simulate CT (or MRI) measurements of a NIfTI volume",
         description="Simulate measurements of a NIfTI volume. CT: every slice along --slice-axis is projected "
         "with a parallel- or fan-beam geometry and white Gaussian noise is added; the sinogram and its geometry "
-        "are written to OUTPUT.npz (read back by `diffrecon reconstruct`).",
+        "are written to OUTPUT.npz (read back by `diffrecon reconstruct`). MRI: multi-coil k-space with "
+        "simulated coil maps, an undersampling mask and complex noise at --snr-db (see docs/mri.md).",
     )
     p.add_argument("input", help="input NIfTI volume (.nii or .nii.gz)")
     p.add_argument("output", help="output measurement file (.npz)")
     p.add_argument("--modality", choices=["ct", "mri"], default="ct")
-    p.add_argument("--geometry", choices=["parallel", "fan"], default="parallel", help="CT beam geometry")
-    p.add_argument("--views", type=int, default=8, help="number of projection angles (default 8)")
-    p.add_argument("--arc", type=float, default=None,
+    g = p.add_argument_group("CT (--modality ct)")
+    g.add_argument("--geometry", choices=["parallel", "fan"], default="parallel", help="CT beam geometry")
+    g.add_argument("--views", type=int, default=8, help="number of projection angles (default 8)")
+    g.add_argument("--arc", type=float, default=None,
                    help="angular range in degrees covered by the views (default 180 parallel, 360 fan)")
-    p.add_argument("--limited-angle", type=float, default=None, metavar="DEGREES",
+    g.add_argument("--limited-angle", type=float, default=None, metavar="DEGREES",
                    help="limited-angle CT: views every 1 degree over [0, DEGREES) instead of --views")
-    p.add_argument("--detectors", type=int, default=None, help="detector bins (default: cover the image)")
-    p.add_argument("--noise", type=float, default=0.0,
+    g.add_argument("--detectors", type=int, default=None, help="detector bins (default: cover the image)")
+    g.add_argument("--noise", type=float, default=0.0,
                    help="Gaussian noise sigma relative to the largest sinogram value (default 0)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--slice-axis", default="auto",
                    help="voxel axis to slice along: 0, 1, 2 or auto (the superior-inferior axis from the affine)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    from . import mri
+
+    mri.add_simulate_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -8,9 +8,10 @@ from .atomic import atomic_path, check_writable, write_text_atomic
 from .nifti import NiftiVolume, load_nifti, save_nifti
 from .sinogram import SinogramFile, load_sinogram, save_sinogram
 
-_LAZY = {"load_kspace": "kspace", "save_kspace": "kspace"}
+_LAZY = {"load_kspace": "kspace", "save_kspace": "kspace", "KSpaceData": "kspace"}
 
 __all__ = [
+    "KSpaceData",
     "NiftiVolume",
     "SinogramFile",
     "atomic_path",

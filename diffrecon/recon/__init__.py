@@ -15,6 +15,11 @@ _LAZY = {
     "admm_tv": "classical",
     "ADMMTV": "classical",
     "soft_threshold": "classical",
+    "zero_filled": "mri",
+    "zero_filled_rss": "mri",
+    "sense_operator": "mri",
+    "cg_sense": "mri",
+    "tv_sense": "mri",
 }
 
 __all__ = sorted([*_LAZY, "fbp", "fdk"])
