@@ -396,7 +396,8 @@ class NonCartesianMRI(LinearOperator):
         coord: ``(*traj, 2)`` float coordinates, e.g. from :func:`radial_trajectory`.
         maps: ``(C, H, W)`` coil maps, or ``None`` for single coil (then no coil axis in k-space).
         image_shape: ``(H, W)`` when ``maps`` is None.
-        oversamp, width: sigpy NUFFT grid oversampling and kernel width.
+        oversamp: sigpy NUFFT grid oversampling factor.
+        width: sigpy NUFFT interpolation kernel width.
         real_input: real image domain, adjoint Re(Aᴴ y).
 
     Shapes: image ``(..., H, W)`` → k-space ``(..., C, *traj)`` (or ``(..., *traj)`` single coil).
@@ -890,7 +891,9 @@ def espirit_maps(
         kspace: complex centred k-space ``(C, *grid)`` or a stack ``(S, C, *grid)`` (maps per slice);
             ``grid`` has ``ndim`` axes.
         calib_width: side of the calibration box; it must be fully sampled (in every coil).
-        thresh, kernel_width, crop: ESPIRiT settings (sigpy's defaults).
+        thresh: ESPIRiT singular-value threshold (sigpy's default).
+        kernel_width: ESPIRiT kernel width (sigpy's default).
+        crop: ESPIRiT eigenvalue crop threshold (sigpy's default).
         max_iter: power iterations (sigpy backend only).
         ndim: number of image axes (2, or 3 for a 3-D acquisition).
         backend: ``"torch"`` or ``"sigpy"``.

@@ -130,7 +130,8 @@ def cg_sense(
         maps: coil sensitivities on the same grid.
         mask: sampling mask (default: the non-zero pattern of ``kspace``).
         lam: Tikhonov weight ≥ 0.
-        n_iter, tol: CG iterations and relative-residual tolerance.
+        n_iter: CG iterations.
+        tol: relative-residual tolerance.
         x0: warm start.
 
     Returns:
@@ -165,10 +166,14 @@ def tv_sense(
     term quadratically).
 
     Args:
-        kspace, maps, mask, ndim: as for :func:`cg_sense`.
+        kspace: as for :func:`cg_sense`.
+        maps: as for :func:`cg_sense`.
+        mask: as for :func:`cg_sense`.
+        ndim: as for :func:`cg_sense`.
         lam: TV weight (relative to max|Aᴴy| unless ``relative=False``).
         rho: ADMM penalty (absolute; ‖A‖ ≤ 1 sets the scale, 0.05–0.5 works well).
-        n_iter, cg_iter: ADMM iterations and CG steps per x-update.
+        n_iter: ADMM iterations.
+        cg_iter: CG steps per x-update.
         axes: image axes with TV as negative indices; default in-plane ``(-2, -1)`` for 2-D slices (a
             stack ``(S, H, W)`` with ``(-3, -2, -1)`` adds TV across slices) and all three for 3-D.
         weights: per-axis TV weights.
