@@ -66,3 +66,16 @@ def test_corrector_options_and_all_axes(setup):
         x, rec = DiffusionMBIR(prior, steps=5, lam=0.01, rho=1.0, progress=False, **kw)(y, A)
         assert torch.isfinite(x).all()
     assert rec.settings["tv_axes"] == [-3, -2, -1]
+
+
+def test_vp_posterior_variance_option(setup):
+    vol, y, A, L = setup
+    prior = gaussian_prior(8, "vp")
+    rho = 0.05 * L
+    x, rec = DiffusionMBIR(
+        prior, steps=50, lam=0.004 * rho, rho=rho, vp_variance="posterior", progress=False
+    )(y, A)
+    assert rec.settings["vp_variance"] == "posterior"
+    assert mse(x, vol) < 0.3 * mse(torch.full_like(vol, 0.5), vol)
+    with pytest.raises(Exception, match="vp_variance"):
+        DiffusionMBIR(prior, vp_variance="small")

@@ -82,6 +82,8 @@ class DiffusionMBIR(DiffusionSolver):
         final_consistency: apply the closing back-projection step.
         corrector_time: ``"next"`` (default) or ``"same"`` (reference code).
         backprojector: ``"exact"`` or ``"reference"`` (π/(2N)·Aᵀ; CT only).
+        vp_variance: VP predictor noise: ``"beta"`` (β, score-SDE's ancestral sampler) or ``"posterior"``
+            (β̃ = β(1 − ᾱ_{t'})/(1 − ᾱ_t), the exact DDPM posterior variance, less noise on coarse grids).
         seed, chunk_size, image_scale, progress, on_step: see
             :class:`~diffrecon.recon.sampler.DiffusionSolver`.
     """
@@ -103,6 +105,7 @@ class DiffusionMBIR(DiffusionSolver):
         final_consistency: bool = False,
         corrector_time: str = "next",
         backprojector: str = "exact",
+        vp_variance: str = "beta",
         seed: int = 0,
         chunk_size: int = 12,
         image_scale: float = 1.0,
@@ -138,6 +141,11 @@ class DiffusionMBIR(DiffusionSolver):
         self.cg_iter, self.tv_axes, self.boundary = int(cg_iter), resolve_axes(tv_axes), boundary
         self.final_consistency, self.corrector_time = bool(final_consistency), corrector_time
         self.backprojector = backprojector
+        if vp_variance not in ("beta", "posterior"):
+            raise InputDataError(
+                f"DiffusionMBIR: vp_variance must be 'beta' or 'posterior', found {vp_variance!r}"
+            )
+        self.vp_variance = vp_variance
         SharedADMMTV(
             torch.zeros(2, 1, 1), lambda v: v, self.lam, self.rho, self.tv_axes, boundary, self.cg_iter
         )
@@ -209,6 +217,7 @@ class DiffusionMBIR(DiffusionSolver):
             final_consistency=self.final_consistency,
             corrector_time=self.corrector_time,
             backprojector=self.backprojector,
+            vp_variance=self.vp_variance,
         )
         return s
 
@@ -289,7 +298,12 @@ class DiffusionMBIR(DiffusionSolver):
             beta = min(max(beta, 0.0), 1.0 - 1e-12)
             x = (x + beta * score) / math.sqrt(1.0 - beta)
             if not last:
-                x = x + math.sqrt(beta) * self.randn(ctx)
+                var = beta
+                if (
+                    self.vp_variance == "posterior"
+                ):  # β̃ = β(1 − ᾱ_{t'})/(1 − ᾱ_t): the exact posterior variance
+                    var = beta * (1.0 - self._abar(t_next)) / max(1.0 - self._abar(t), 1e-12)
+                x = x + math.sqrt(var) * self.randn(ctx)
         # corrector
         if not last:
             tc = t_next if self.corrector_time == "next" else t
