@@ -20,6 +20,16 @@ _LAZY = {
     "sense_operator": "mri",
     "cg_sense": "mri",
     "tv_sense": "mri",
+    "DDS": "dds",
+    "DiffusionMBIR": "mbir",
+    "DPS": "dps",
+    "DiffusionSolver": "sampler",
+    "SolveRecord": "sampler",
+    "Reconstruction": "sampler",
+    "build_problem": "problems",
+    "PROBLEMS": "problems",
+    "Problem": "problems",
+    "solve_sharded": "distributed",
 }
 
 __all__ = sorted([*_LAZY, "fbp", "fdk"])
