@@ -183,7 +183,7 @@ def markdown(results, scale_rows, meta) -> str:
     lines = [
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; torch threads {meta['threads']}; date {meta['date']}  ",
-        "Cubes: **semi-synthetic** (see `diffrecon.datasets.hsi`).",
+        "Cubes: **semi-synthetic** (see `diffrecon.datasets.hsi`) unless marked REAL.",
         "",
     ]
     lines += [

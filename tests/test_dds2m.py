@@ -170,3 +170,9 @@ def test_bad_inputs():
         from diffrecon.operators import Identity
 
         m.restore(clean, Identity((16, 16, 3)), sigma=0.1)
+
+
+def test_rank_not_below_band_count_warns():
+    clean = _cube(16, 16, 3)
+    with pytest.warns(UserWarning, match="rank R=3 >= number of bands B=3"):
+        DDS2M("denoise", num_steps=2, start_point=2, **TINY).restore(clean, sigma=0.1)

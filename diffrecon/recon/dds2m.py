@@ -298,6 +298,15 @@ class DDS2M:
         op = operator.to(device)
         net_name, cfg = self._config(device)
         h, w, b = shape
+        if self.rank >= b:
+            import warnings
+
+            warnings.warn(
+                f"DDS2M: rank R={self.rank} >= number of bands B={b}: VS2M then has no spectral low-rank "
+                f"constraint and tends to fit the noise (final iterate far below the best one); use R < B, "
+                f"e.g. rank={max(1, b - 1)}",
+                stacklevel=2,
+            )
         dt = torch.float32
         t_start = time.perf_counter()
         cpu_start = time.process_time()
