@@ -58,7 +58,7 @@ def run_demo(
     from .operators.slicewise import SliceWise
     from .recon.classical import admm_tv
     from .recon.defaults import ct_tv_defaults, intensity_scale
-    from .recon.fbp import fbp
+    from .recon.analytic import fbp
     from .viz import save_montage
 
     out = pathlib.Path(out_dir)

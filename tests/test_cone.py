@@ -15,7 +15,7 @@ import torch
 from diffrecon.errors import GeometryError, InputDataError
 from diffrecon.operators._cone import ConeBeam3D
 from diffrecon.operators.geometry import ConeGeometry
-from diffrecon.recon.fbp import fbp, fdk
+from diffrecon.recon.analytic import fbp, fdk
 
 # 3D Shepp–Logan-like head (after Kak & Slaney's 3D version): value, centre (x, y, z), semi-axes
 # (a, b, c), rotation about z (degrees); lengths in units of the volume half-width.
@@ -250,7 +250,7 @@ def test_astra_backend_agrees_with_torch():
 
 
 def test_fdk_chunking_invariant(monkeypatch):
-    import diffrecon.recon.fbp as fbp_module
+    import diffrecon.recon.analytic as fbp_module
 
     op = ConeBeam3D((5, 6, 7), np.linspace(0, 2 * math.pi, 8, endpoint=False), 30.0, 20.0, (6, 12))
     proj = torch.rand(2, *op.out_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

@@ -16,7 +16,7 @@ import torch
 
 from diffrecon.errors import GeometryError, InputDataError
 from diffrecon.operators.geometry import ConeGeometry, FanGeometry, ParallelGeometry
-from diffrecon.recon.fbp import FILTERS, fbp, fdk
+from diffrecon.recon.analytic import FILTERS, fbp, fdk
 from diffrecon.recon.filters import frequency_response, padded_length
 
 # Modified Shepp–Logan (Toft): value, semi-axes (a, b), centre (x, y), rotation (degrees), in units

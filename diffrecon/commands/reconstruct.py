@@ -84,7 +84,7 @@ def run(args) -> int:
     settings: dict = {"method": args.method}
     with Timer() as t:
         if args.method == "fbp":
-            from ..recon.fbp import fbp
+            from ..recon.analytic import fbp
 
             from ..operators.ct import operator_from_geometry
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import importlib
 
-# Imported eagerly: the function shares its name with the module ``diffrecon.recon.fbp``, and a lazy
-# lookup would return the module once anything has imported it.
-from .fbp import fbp, fdk
-
 _LAZY = {
+    "fbp": "analytic",
+    "fdk": "analytic",
     "cg": "classical",
     "admm_tv": "classical",
     "ADMMTV": "classical",
@@ -32,7 +30,7 @@ _LAZY = {
     "solve_sharded": "distributed",
 }
 
-__all__ = sorted([*_LAZY, "fbp", "fdk"])
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
