@@ -14,16 +14,20 @@ STEPS=${STEPS:-100000}   # the run is stopped by time, not by this number; see d
 $PY -m diffrecon.datasets.bank --out "$BANK" --volumes 260 --seed 0 --threads 1
 
 # 2. training (v-prediction, linear beta 1e-4..0.02, T=1000, MONAI DiffusionModelUNet (16,32,64,128)).
-if [ -f "$RUN/state.json" ]; then
-  $PY -m diffrecon.cli train-prior --bank "$BANK" --out "$RUN" --resume --steps "$STEPS" --threads 1
-else
+#    Phase A: steps 0..1677 with half of each batch at t < 250; phase B: resumed with a quarter there.
+STEP=$($PY -c "import json; print(json.load(open('$RUN/state.json'))['step'])" 2>/dev/null || echo none)
+if [ "$STEP" = none ]; then
   $PY -m diffrecon.cli train-prior --bank "$BANK" --out "$RUN" \
     --channels 16 32 64 128 --attention 0 0 0 1 --res-blocks 1 --head-channels 32 --norm-groups 8 \
     --schedule linear --timesteps 1000 --beta-start 1e-4 --beta-end 0.02 --parameterisation v \
     --batch-size 16 --lr 8e-4 --warmup 100 --ema-decay 0.995 --low-t-frac 0.5 --low-t-max 250 \
-    --val-slices 48 --val-every 100 --log-every 10 --ckpt-minutes 5 --threads 1 --steps "$STEPS" \
+    --val-slices 48 --val-every 100 --log-every 10 --ckpt-minutes 5 --threads 1 --steps 1677 \
     --description "nilearn MNI152 2009a T1 (1 mm, 2 mm; skull-stripped) + SynthSeg-style synthetic T1 heads from MNI152 GM/WM/brain-mask maps (diffrecon.datasets.synth, seed 0); 64x64 slices along all three axes of 64^3 head-framed volumes; never Colin27"
+elif [ "$STEP" -lt 1677 ]; then
+  $PY -m diffrecon.cli train-prior --out "$RUN" --resume --steps 1677 --threads 1
 fi
+# phase B (a resumed run keeps its stored config; the overrides below are idempotent)
+$PY -m diffrecon.cli train-prior --out "$RUN" --resume --low-t-frac 0.25 --steps "$STEPS" --threads 1
 
 # 3. export the EMA weights (float16) with the held-out denoising curve, and the sample grid for the docs.
 $PY -m diffrecon.priors.export "$RUN/ema_prior" diffrecon/priors/weights/head-64 --name head-64 --half \
