@@ -65,7 +65,7 @@ def test_synth_head_and_bank(tmp_path):
     assert np.array_equal(a, b), "same seed must give the same volume"
     assert 0 <= a.min() and a.max() <= 1 and (a > 0.1).mean() > 0.1
     out = build_bank(
-        tmp_path / "bank", volumes=2, size=32, shard_volumes=1, include_real=False, log=lambda *_: None
+        tmp_path / "bank", volumes=1, size=32, shard_volumes=1, include_real=False, log=lambda *_: None
     )
     arr = load_bank(out)
     assert arr.dtype == np.float16 and arr.shape[1:] == (32, 32) and len(arr) > 15
