@@ -204,7 +204,8 @@ def markdown(results, scale_rows, meta) -> str:
         ]
         for r in oracle:
             lines.append(
-                f"- {r['task']} / {r['cube']}: {r['oracle_best_mpsnr (ORACLE, not the output)']:.2f} dB "
+                f"- {r['task']} / {r['cube']} / {r['method']}: "
+                f"{r['oracle_best_mpsnr (ORACLE, not the output)']:.2f} dB "
                 f"at iteration {r['oracle_step']} (final iterate {r['mpsnr']:.2f} dB)"
             )
     if scale_rows:
