@@ -8,10 +8,26 @@ from .atomic import atomic_path, check_writable, write_text_atomic
 from .nifti import NiftiVolume, load_nifti, save_nifti
 from .sinogram import SinogramFile, load_sinogram, save_sinogram
 
-_LAZY = {"load_kspace": "kspace", "save_kspace": "kspace", "KSpaceData": "kspace"}
+_LAZY = {
+    "load_kspace": "kspace",
+    "save_kspace": "kspace",
+    "KSpaceData": "kspace",
+    "load_cube": "hsi",
+    "save_cube": "hsi",
+    "make_cube": "hsi",
+    "cube_to_tensor": "hsi",
+    "tensor_to_cube": "hsi",
+    "load_mask": "hsi",
+}
 
 __all__ = [
     "KSpaceData",
+    "cube_to_tensor",
+    "load_cube",
+    "load_mask",
+    "make_cube",
+    "save_cube",
+    "tensor_to_cube",
     "NiftiVolume",
     "SinogramFile",
     "atomic_path",

@@ -36,6 +36,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, suffix: str | 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp = pathlib.Path(tmp_name)
+    # mkstemp creates the file owner-only; give the result the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         if not overwrite and target.exists():

@@ -30,7 +30,7 @@ DIMS = ("y", "x", "band")
 
 
 def make_cube(
-    data,
+    data: "np.ndarray | torch.Tensor | Sequence",
     wavelengths: Sequence[float] | None = None,
     name: str | None = None,
     attrs: Mapping | None = None,
@@ -41,7 +41,8 @@ def make_cube(
     Args:
         data: array-like or tensor with 3 dimensions.
         wavelengths: band centres in nm (length B); ``None`` → NaN.
-        name: variable name. attrs: metadata.
+        name: variable name.
+        attrs: metadata.
         band_axis: which axis of ``data`` holds the bands (moved last).
     """
     import xarray as xr
@@ -195,7 +196,7 @@ def _load_nc(path: pathlib.Path, variable: str | None):
     return da
 
 
-def load_cube(path: str | os.PathLike, variable: str | None = None, band_axis: int = -1):
+def load_cube(path: str | os.PathLike, variable: str | None = None, band_axis: int = -1) -> xr.DataArray:
     """Read a cube from NetCDF (``.nc``), MATLAB (``.mat``) or ENVI (``.hdr``/``.img``/``.dat``).
 
     Args:

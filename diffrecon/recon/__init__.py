@@ -28,6 +28,13 @@ _LAZY = {
     "PROBLEMS": "problems",
     "Problem": "problems",
     "solve_sharded": "distributed",
+    "DDS2M": "dds2m",
+    "DDS2MResult": "dds2m",
+    "dds2m_restore": "dds2m",
+    "tv_restore": "hsi_baselines",
+    "subspace_denoise": "hsi_baselines",
+    "interpolate_missing": "hsi_baselines",
+    "upsample_bicubic": "hsi_baselines",
 }
 
 __all__ = sorted(_LAZY)

@@ -120,8 +120,10 @@ class DDS2M:
         num_steps: T (all steps are visited, as in the paper).
         start_point: loop iteration (1-based) from which VS2M is updated; ``T − start_point + 1``
             Adam steps in total.
-        eta, eta_b: DDRM's η (= η_A = η_C) and η_B.
-        beta_start, beta_end: linear β schedule.
+        eta: DDRM's η (= η_A = η_C).
+        eta_b: DDRM's η_B.
+        beta_start: first β of the linear schedule.
+        beta_end: last β of the linear schedule.
         rank: R, number of spatial maps / spectral signatures (paper: 10).
         network: ``"paper"`` (published widths), ``"lite"`` (narrow, 3×3 kernels; for CPU),
             ``"auto"`` (paper on CUDA, lite on CPU), or a :class:`VS2MConfig`.
