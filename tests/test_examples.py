@@ -22,3 +22,10 @@ def test_mri_cs_brain_example_runs(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "examples" / "mri_cs_brain.py"), "--quick", "--figure", str(fig),
                     "--json", str(tmp_path / "mri.json")], check=True, cwd=ROOT)
     assert fig.stat().st_size > 1000 and (tmp_path / "mri.json").exists()
+
+
+@pytest.mark.slow
+def test_hsi_example_runs(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "examples" / "hsi_restoration.py"), "--out", str(tmp_path),
+                    "--size", "16", "20", "6", "--quick"], check=True, cwd=ROOT)
+    assert any(p.suffix == ".png" for p in tmp_path.iterdir())
