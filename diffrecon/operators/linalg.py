@@ -7,7 +7,7 @@ independent system solved in lock-step (one CG per slice, per batch element, ...
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -29,6 +29,7 @@ def conjugate_gradient(
     tol: float = 0.0,
     n_dims: int | None = None,
     callback: Callable[[int, Tensor], None] | None = None,
+    dot: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Solve ``M x = b`` for a Hermitian positive semi-definite ``M`` given as a function.
 
@@ -41,27 +42,33 @@ def conjugate_gradient(
             the cost and the result independent of data, as DiffusionMBIR's fixed-count CG does).
         n_dims: how many trailing axes form one system (default: all axes, one global system).
         callback: called as ``callback(k, x)`` after iteration k.
+        dot: inner product to use instead of the per-system one over ``n_dims`` axes; it must
+            return a tensor that broadcasts against ``b`` (e.g. a scalar summed over the ranks of a
+            distributed volume).
 
     Returns:
         The iterate after at most ``n_iter`` steps, shape of ``b``.
     """
     n_dims = b.ndim if n_dims is None else n_dims
+    if dot is None:
+        def dot(u: Tensor, v: Tensor) -> Tensor:
+            return inner(u, v, n_dims)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - apply_normal(x) if x0 is not None else b.clone()
     p = r.clone()
-    rs = inner(r, r, n_dims)
-    b_norm2 = inner(b, b, n_dims)
+    rs = dot(r, r)
+    b_norm2 = dot(b, b) if tol > 0 else None
     tiny = torch.finfo(rs.dtype).tiny
     for k in range(n_iter):
         if tol > 0 and bool((rs <= (tol**2) * b_norm2).all()):
             break
         Ap = apply_normal(p)
-        pAp = inner(p, Ap, n_dims)
+        pAp = dot(p, Ap)
         # Converged systems have pAp == 0; freeze them instead of dividing by zero.
         alpha = torch.where(pAp > tiny, rs / pAp.clamp_min(tiny), torch.zeros_like(rs))
         x = x + alpha * p
         r = r - alpha * Ap
-        rs_new = inner(r, r, n_dims)
+        rs_new = dot(r, r)
         beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
         p = r + beta * p
         rs = rs_new

@@ -62,7 +62,9 @@ from tqdm.auto import tqdm
 from ..errors import InputDataError
 from ..operators.base import LinearOperator, shapes_compatible
 from ..operators.elementary import BOUNDARIES
+from ..operators.linalg import conjugate_gradient
 from ..operators.slicewise import SliceWise
+from .classical import soft_threshold
 from .validation import check_finite
 
 Tensor = torch.Tensor
@@ -178,27 +180,7 @@ def global_cg(
     broadcasts against ``b``: a scalar for one global system (summed over ranks), or ``(S, 1, 1)`` for
     one system per slice.
     """
-    x = x0.clone()
-    r = b - apply(x)
-    p = r.clone()
-    rs = dot(r, r)
-    tiny = torch.finfo(rs.dtype).tiny
-    for _ in range(int(n_iter)):
-        ap = apply(p)
-        pap = dot(p, ap)
-        alpha = torch.where(pap > tiny, rs / pap.clamp_min(tiny), torch.zeros_like(rs))
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = dot(r, r)
-        beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
-        p = r + beta * p
-        rs = rs_new
-    return x
-
-
-def soft_threshold(v: Tensor, t: float) -> Tensor:
-    """prox of t·|·| (element-wise shrinkage)."""
-    return torch.sign(v) * torch.clamp(v.abs() - t, min=0)
+    return conjugate_gradient(apply, b, x0=x0, n_iter=int(n_iter), tol=0.0, dot=dot)
 
 
 class SharedADMMTV:
