@@ -12,13 +12,15 @@ from .io.atomic import atomic_path
 from .metrics import DEFAULT_PLANES
 
 
-def _central(vol: np.ndarray, axis: int, superior_axis: int | None) -> np.ndarray:
-    """Central slice along ``axis``, oriented so the superior direction points up when it is in-plane."""
+def _central(vol: np.ndarray, axis: int, superior_axis: int | None, anterior_axis: int | None = None) -> np.ndarray:
+    """Central slice along ``axis``, oriented so the superior direction points up when it is in-plane, and
+    the anterior direction points up on axial slices (the slices along ``superior_axis``) when given."""
     img = np.take(vol, vol.shape[axis] // 2, axis=axis)
-    if superior_axis is None or superior_axis == axis:
+    up = anterior_axis if axis == superior_axis else superior_axis
+    if up is None or up == axis:
         return img
     remaining = [a for a in range(vol.ndim) if a != axis]
-    if remaining.index(superior_axis) == 1:
+    if remaining.index(up) == 1:
         img = img.T
     return img[::-1]
 
@@ -31,6 +33,7 @@ def save_montage(
     titles: Mapping[str, str] | None = None,
     error_scale: float = 0.25,
     superior_axis: int | None = 0,
+    anterior_axis: int | None = None,
     overwrite: bool = False,
 ) -> None:
     """Save a PNG grid: one row per volume, columns = central slice of each plane (+ |error| maps).
@@ -44,6 +47,8 @@ def save_montage(
         titles: optional row labels (e.g. with PSNR), name → text.
         superior_axis: array axis whose increasing index points superior (head-wards); coronal and
             sagittal panels are oriented with it pointing up. ``None`` shows slices as stored.
+        anterior_axis: array axis whose increasing index points anterior; axial panels are oriented
+            with it pointing up (RAS volumes: ``superior_axis=2, anterior_axis=1``). ``None``: as stored.
     """
     import matplotlib
 
@@ -60,7 +65,7 @@ def save_montage(
     fig, axes = plt.subplots(len(arrays), n_cols, figsize=(1.9 * n_cols, 1.9 * len(arrays) + 0.3), squeeze=False)
     for r, (name, vol) in enumerate(arrays.items()):
         for c, (plane, axis) in enumerate(planes.items()):
-            img = _central(vol, axis, superior_axis)
+            img = _central(vol, axis, superior_axis, anterior_axis)
             ax = axes[r, c]
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             if r == 0:
@@ -70,7 +75,7 @@ def save_montage(
             if ref is not None:
                 ax_e = axes[r, len(planes) + c]
                 if name != reference:
-                    err = np.abs(img - _central(ref, axis, superior_axis))
+                    err = np.abs(img - _central(ref, axis, superior_axis, anterior_axis))
                     ax_e.imshow(err, cmap="inferno", vmin=0, vmax=error_scale * (hi - lo), interpolation="nearest")
                 if r == 0:
                     ax_e.set_title(f"|error| {plane}", fontsize=9)

@@ -35,7 +35,7 @@ def main() -> None:
     y = y + 0.005 * y.abs().max() * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
 
     x_fbp = fbp(y, A2d, filter="ramp")
-    d = ct_tv_defaults(args.views)
+    d = ct_tv_defaults(args.views, "phantom")
     lam = d["lam_rel"] * intensity_scale(y, A)  # tuned relative weight × object intensity
     x_tv = admm_tv(y, A, lam, d["rho"], d["n_iter"], d["cg_iter"], axes=(-3, -2, -1), progress=True)
 

@@ -6,15 +6,26 @@ from ._common import add_device_argument, resolve_device
 
 
 def add_parser(sub) -> None:
+    from ..demo import METHODS, VOLUMES
+
     p = sub.add_parser(
         "demo",
         help="run the sparse-view CT demo and write volumes, a montage and metrics.json",
-        description="Simulate sparse-view parallel-beam CT of a bundled volume and reconstruct it with every "
-        "method; writes NIfTI volumes, sinogram.npz, montage.png and metrics.json into --out.",
+        description="Simulate sparse-view parallel-beam CT of the held-out sample head volume and reconstruct it "
+        "with FBP, tuned 3-D ADMM-TV, DDS and DiffusionMBIR (bundled 2-D slice prior); writes NIfTI volumes, "
+        "sinogram.npz, montage.png and metrics.json into --out.",
     )
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    p.add_argument("--views", type=int, default=8, help="number of views (default 8)")
-    p.add_argument("--size", type=int, default=64, help="phantom size per axis (default 64)")
+    p.add_argument("--views", type=int, default=8, help="number of views over [0, 180) degrees (default 8)")
+    p.add_argument("--volume", choices=VOLUMES, default="sample",
+                   help="sample: the bundled 64^3 head (default); phantom: 3-D Shepp-Logan (classical methods)")
+    p.add_argument("--size", type=int, default=64, help="phantom size per axis (--volume phantom; default 64)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                   help="methods to run (default: all four for the head, fbp and admm_tv for the phantom)")
+    p.add_argument("--prior", default="head-64", help="prior name or checkpoint path (default head-64)")
+    p.add_argument("--dds-steps", type=int, default=None, help="DDS steps (= NFE; default 50)")
+    p.add_argument("--mbir-steps", type=int, default=None,
+                   help="DiffusionMBIR predictor-corrector steps (NFE = 2 x steps - 1; paper 2000)")
     p.add_argument("--noise", type=float, default=0.0, help="relative sinogram noise sigma (default 0)")
     p.add_argument("--seed", type=int, default=0)
     add_device_argument(p)
@@ -26,6 +37,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..demo import run_demo
 
-    run_demo(args.out, views=args.views, size=args.size, noise=args.noise, seed=args.seed,
-             device=resolve_device(args.device), overwrite=args.overwrite, progress=not args.quiet)
+    run_demo(args.out, views=args.views, volume=args.volume, size=args.size, methods=args.methods,
+             prior=args.prior, dds_steps=args.dds_steps, mbir_steps=args.mbir_steps, noise=args.noise,
+             seed=args.seed, device=resolve_device(args.device), overwrite=args.overwrite,
+             progress=not args.quiet)
     return 0

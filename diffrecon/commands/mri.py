@@ -15,7 +15,7 @@ import numpy as np
 
 from ._common import Timer, dump_json, peak_rss_mb, record_path, resolve_device
 
-MRI_METHODS = ("zerofill", "sense", "tv")
+MRI_METHODS = ("zerofill", "sense", "tv", "dds", "mbir")
 
 # defaults of the MRI solvers (tuned on Colin27 at 4x/8x, 8 coils, 30 dB; see docs/mri.md)
 SENSE_DEFAULTS = {"lam": 0.0, "n_iter": 30}
@@ -204,7 +204,17 @@ def run_reconstruct(args) -> int:
             mask = data.mask.to(device)
             lam = getattr(args, "lam", None)
             iters = getattr(args, "iters", None)
-            if method == "sense":
+            if method in ("dds", "mbir"):
+                from ..operators.mri import MultiCoilMRI
+                from . import _diffusion
+
+                # the slice priors are real (magnitude) images, as in DiffusionMBIR: real image domain
+                shared = maps.ndim == 3
+                op = MultiCoilMRI(maps, mask, real_input=True, n_slices=k.shape[0] if shared else None)
+                rough = zero_filled_rss(k) if args.image_scale == "auto" else None
+                img, extra = _diffusion.solve(args, k, op, "mri", None, rough, device)
+                settings.update(extra)
+            elif method == "sense":
                 settings.update(
                     lam=SENSE_DEFAULTS["lam"] if lam is None else float(lam),
                     n_iter=SENSE_DEFAULTS["n_iter"] if iters is None else int(iters),

@@ -8,8 +8,8 @@ import numpy as np
 
 from ._common import Timer, add_device_argument, dump_json, peak_rss_mb, record_path, resolve_device
 
-CT_METHODS = ("fbp", "tv")
-MRI_METHODS = ("zerofill", "sense", "tv")
+CT_METHODS = ("fbp", "tv", "dds", "mbir")
+MRI_METHODS = ("zerofill", "sense", "tv", "dds", "mbir")
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         help="reconstruct a volume from measurements",
         description="Reconstruct a NIfTI volume from a sinogram .npz written by `diffrecon simulate` (or your own, "
         "see docs) with FBP or 3-D anisotropic ADMM-TV, or an MRI k-space file (.npz or fastMRI-style .h5) with "
-        "zero filling, CG-SENSE or TV-SENSE. The output keeps the source volume's affine; a JSON "
+        "zero filling, CG-SENSE or TV-SENSE; either with DDS or DiffusionMBIR and a 2-D slice prior "
+        "(--method dds|mbir --prior NAME, resumable with --save-state/--resume). The output keeps the source volume's affine; a JSON "
         "record of the run (method, settings, seconds) is written next to it.",
     )
     p.add_argument("input", help="measurement file: sinogram .npz (CT) or k-space .npz/.h5 (MRI)")
@@ -34,8 +35,9 @@ def add_parser(sub) -> None:
     add_device_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    from . import mri
+    from . import _diffusion, mri
 
+    _diffusion.add_arguments(p)
     mri.add_reconstruct_arguments(p)
     p.set_defaults(func=run)
 
@@ -91,6 +93,18 @@ def run(args) -> int:
             vol = fbp(data.sinogram, operator_from_geometry(data.geometry).to(device), filter=args.filter)
             vol = vol.movedim(0, data.slice_axis)
             settings["filter"] = args.filter
+        elif args.method in ("dds", "mbir"):
+            from ..recon.analytic import fbp
+
+            from ..operators.ct import operator_from_geometry
+            from . import _diffusion
+
+            def rough():
+                return fbp(data.sinogram, operator_from_geometry(data.geometry).to(device))
+
+            vol, extra = _diffusion.solve(args, data.sinogram, op, "ct", data.geometry.n_angles,
+                                          rough() if args.image_scale == "auto" else None, device)
+            settings.update(extra)
         else:
             from ..recon.classical import admm_tv
             from ..recon.defaults import ct_tv_defaults, intensity_scale

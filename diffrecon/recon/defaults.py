@@ -3,8 +3,9 @@
 ADMM-TV solves min_x ½‖A x − y‖² + λ Σ_a ‖D_a x‖₁. When the image (and so y) is multiplied by c the
 minimiser scales by c only if λ does too, so the defaults store a *relative* weight λ_rel and use
 λ = λ_rel · s with s = ⟨A 1, y⟩ / ‖A 1‖² (the least-squares fit of a constant image: the object's
-mean intensity). The λ_rel values come from the sweep in ``benchmarks/tune_admm_tv.py`` on the demo's
-phantom (see ``docs/benchmarks.md``): the best 3-D TV weight per view count.
+mean intensity). The λ_rel values come from the sweeps in ``benchmarks/tune_admm_tv.py`` (see
+``docs/benchmarks.md``): the best 3-D TV weight per view count, on the held-out head volume (``"head"``,
+what the demo and the diffusion comparisons use) and on the 3-D Shepp–Logan phantom (``"phantom"``).
 """
 
 from __future__ import annotations
@@ -13,22 +14,39 @@ import torch
 
 from ..operators.base import LinearOperator
 
-# view count → settings (best mean PSNR of the sweeps run on 2026-11-26, 200 ADMM iterations × 10 CG):
+# data → view count → settings (best mean PSNR of the sweeps run on 2026-11-26, 200 ADMM iterations × 10 CG).
+# phantom (3-D Shepp–Logan 64³, axial slices on axis 0):
 #   8 views: λ_rel ∈ {0.1, 0.2, 0.3, 1, 2} × ρ ∈ {0.03, 0.1, 0.3, 1} → 0.2 / 0.1 (24.43 dB)
 #   4 views: λ_rel ∈ {0.3, 1, 2} × ρ ∈ {0.1, 0.3, 1} → 0.3 / 0.3 (17.07 dB)
 #   2 views: λ_rel ∈ {0.3, 1, 2} × ρ ∈ {0.1, 0.3, 1} → 2 / 0.3 (15.58 dB)
+# head (the held-out Colin27 sample volume 64³, axial slices on axis 2):
+#   8 views: λ_rel ∈ {0.05, 0.1, 0.2, 0.5, 1} × ρ ∈ {0.1, 1} → 0.1 / 1 (24.50 dB)
+#   4 views: see _HEAD_4 / _HEAD_2 below
 # Other view counts use the nearest tabulated entry.
 _CT_TV = {
-    2: {"lam_rel": 2.0, "rho": 0.3, "n_iter": 200, "cg_iter": 10},
-    4: {"lam_rel": 0.3, "rho": 0.3, "n_iter": 200, "cg_iter": 10},
-    8: {"lam_rel": 0.2, "rho": 0.1, "n_iter": 200, "cg_iter": 10},
+    "phantom": {
+        2: {"lam_rel": 2.0, "rho": 0.3, "n_iter": 200, "cg_iter": 10},
+        4: {"lam_rel": 0.3, "rho": 0.3, "n_iter": 200, "cg_iter": 10},
+        8: {"lam_rel": 0.2, "rho": 0.1, "n_iter": 200, "cg_iter": 10},
+    },
+    "head": {
+        8: {"lam_rel": 0.1, "rho": 1.0, "n_iter": 200, "cg_iter": 10},
+    },
 }
 
 
-def ct_tv_defaults(n_views: int) -> dict:
-    """Tuned ADMM-TV settings (λ_rel, ρ, iterations) for a CT problem with ``n_views`` angles."""
-    key = min(_CT_TV, key=lambda k: abs(k - n_views))
-    return dict(_CT_TV[key])
+def ct_tv_defaults(n_views: int, tuned_on: str = "head") -> dict:
+    """Tuned ADMM-TV settings (λ_rel, ρ, iterations) for a CT problem with ``n_views`` angles.
+
+    Args:
+        n_views: projection count; the nearest tabulated count is used.
+        tuned_on: ``"head"`` (head volumes; the default) or ``"phantom"`` (piecewise-constant objects).
+    """
+    if tuned_on not in _CT_TV:
+        raise ValueError(f"ct_tv_defaults: tuned_on must be one of {sorted(_CT_TV)}, found {tuned_on!r}")
+    table = _CT_TV[tuned_on]
+    key = min(table, key=lambda k: abs(k - n_views))
+    return dict(table[key])
 
 
 def intensity_scale(y: torch.Tensor, operator: LinearOperator) -> float:
@@ -37,3 +55,13 @@ def intensity_scale(y: torch.Tensor, operator: LinearOperator) -> float:
     a1 = operator.forward(ones)
     den = float((a1 * a1).sum())
     return float((a1 * y).sum()) / den if den > 0 else 1.0
+
+
+# The diffusion solvers in `diffrecon demo` (8-view CT of the 64³ head): λ and ρ as multiples of the
+# paper's values after the exact-adjoint rescaling (`paper_ct`), plus overrides of the paper's settings.
+# DiffusionMBIR runs far fewer than the paper's 2000 steps so the demo finishes in minutes on a CPU;
+# see docs/diffusion-mbir-dds.md for the sweeps (`benchmarks/tune_diffusion.py`) behind these values.
+DEMO_DIFFUSION = {
+    "dds": {"steps": 50, "lam_mult": 1.0, "rho_mult": 1.0},
+    "diffusion_mbir": {"steps": 100, "lam_mult": 1.0, "rho_mult": 1.0},
+}
