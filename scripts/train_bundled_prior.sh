@@ -14,7 +14,7 @@ STEPS=${STEPS:-100000}   # the run is stopped by time, not by this number; see d
 $PY -m diffrecon.datasets.bank --out "$BANK" --volumes 260 --seed 0 --threads 1
 
 # 2. training (v-prediction, linear beta 1e-4..0.02, T=1000, MONAI DiffusionModelUNet (16,32,64,128)).
-#    Phase A: steps 0..1677 with half of each batch at t < 250; phase B: resumed with a quarter there.
+#    Phase A: steps 0..1677 with half of each batch at t < 250; phase B: a quarter there; phase C: lr 3e-4.
 STEP=$($PY -c "import json; print(json.load(open('$RUN/state.json'))['step'])" 2>/dev/null || echo none)
 if [ "$STEP" = none ]; then
   $PY -m diffrecon.cli train-prior --bank "$BANK" --out "$RUN" \
@@ -26,8 +26,14 @@ if [ "$STEP" = none ]; then
 elif [ "$STEP" -lt 1677 ]; then
   $PY -m diffrecon.cli train-prior --out "$RUN" --resume --steps 1677 --threads 1
 fi
-# phase B (a resumed run keeps its stored config; the overrides below are idempotent)
-$PY -m diffrecon.cli train-prior --out "$RUN" --resume --low-t-frac 0.25 --steps "$STEPS" --threads 1
+# phase B: steps 1677..2974 with a quarter of each batch at t < 250 (a resumed run keeps its stored
+# config; the overrides below are idempotent)
+STEP=$($PY -c "import json; print(json.load(open('$RUN/state.json'))['step'])")
+if [ "$STEP" -lt 2974 ]; then
+  $PY -m diffrecon.cli train-prior --out "$RUN" --resume --low-t-frac 0.25 --steps 2974 --threads 1
+fi
+# phase C: from step 2974 the learning rate is lowered from 8e-4 to 3e-4 (stopped by time)
+$PY -m diffrecon.cli train-prior --out "$RUN" --resume --low-t-frac 0.25 --lr 3e-4 --steps "$STEPS" --threads 1
 
 # 3. export the EMA weights (float16) with the held-out denoising curve, and the sample grid for the docs.
 $PY -m diffrecon.priors.export "$RUN/ema_prior" diffrecon/priors/weights/head-64 --name head-64 --half \
