@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--eta", type=float, nargs="+", default=[0.85], help="DDS stochasticity")
     p.add_argument("--cg-iter", type=int, nargs="+", default=None, help="default: 5 (dds), 1 (mbir)")
     p.add_argument("--snr", type=float, nargs="+", default=[0.16], help="DiffusionMBIR Langevin snr")
+    p.add_argument("--clip-x0", type=int, nargs="+", default=[0], help="DDS: clamp Tweedie's estimate (0/1)")
     p.add_argument("--slices", type=int, nargs=2, default=None, metavar=("START", "STOP"),
                    help="reconstruct only axial slices START..STOP-1 (quick probes)")
     p.add_argument("--seed", type=int, default=0)
@@ -64,11 +65,12 @@ def main() -> None:
     for views in args.views:
         prob = ct_problem(truth, views, slice_axis=2)
         base = cls.paper_ct(prior, n_views=views)
-        grid = itertools.product(args.lam_mult, args.rho_mult, args.tv_axes, steps, cg_iters, args.eta, args.snr)
-        for lam_m, rho_m, axes, n, cg, eta, snr in grid:
+        grid = itertools.product(args.lam_mult, args.rho_mult, args.tv_axes, steps, cg_iters, args.eta, args.snr,
+                                 args.clip_x0)
+        for lam_m, rho_m, axes, n, cg, eta, snr, clip in grid:
             kw = dict(lam=base.lam * lam_m, rho=base.rho * rho_m, tv_axes="all" if axes == "all" else (axes,),
                       steps=n, cg_iter=cg, seed=args.seed, progress=False)
-            kw.update(eta=eta) if args.method == "dds" else kw.update(snr=snr)
+            kw.update(eta=eta, clip_x0=bool(clip)) if args.method == "dds" else kw.update(snr=snr)
             solver = cls.paper_ct(prior, n_views=views, **kw)
             t0 = time.perf_counter()
             x, rec = solver(prob.y, prob.operator)
@@ -76,7 +78,8 @@ def main() -> None:
             m = plane_metrics(x, truth, PLANES)
             mean = float(np.mean(list(m["psnr"].values())))
             row = {"method": args.method, "views": views, "lam_mult": lam_m, "rho_mult": rho_m, "tv_axes": axes,
-                   "steps": n, "cg_iter": cg, **({"eta": eta} if args.method == "dds" else {"snr": snr}),
+                   "steps": n, "cg_iter": cg,
+                   **({"eta": eta, "clip_x0": bool(clip)} if args.method == "dds" else {"snr": snr}),
                    "slices": args.slices, "psnr_mean": round(mean, 3),
                    **{f"psnr_{k}": round(v, 3) for k, v in m["psnr"].items()},
                    **{f"ssim_{k}": round(v, 4) for k, v in m["ssim"].items()},

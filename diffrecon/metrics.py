@@ -2,8 +2,11 @@
 
 Conventions: the data range defaults to the reference's (max − min); a volume's per-plane score is
 the mean over the slices of that orientation of the per-slice score (as 3-D diffusion papers report
-axial / coronal / sagittal numbers), skipping slices whose reference is empty (all values within
-1e-6·range of the reference minimum), where PSNR is undefined.
+axial / coronal / sagittal numbers), skipping slices where the reference holds no object: fewer than
+``min_object_fraction`` (1 %) of its pixels above ``object_level`` (5 %) of the range over the
+reference minimum. On such slices (the padding around a head, or the air above it) PSNR is undefined
+or meaninglessly large — a method that returns exact zeros there scores 100 dB on each — and a few of
+them would dominate a mean of decibels.
 """
 
 from __future__ import annotations
@@ -60,7 +63,10 @@ def ssim(x, ref, data_range: float | None = None) -> float:
 def plane_metrics(
     x: torch.Tensor | np.ndarray,
     ref: torch.Tensor | np.ndarray,
-    planes: Mapping[str, int] | None = None, data_range: float | None = None
+    planes: Mapping[str, int] | None = None,
+    data_range: float | None = None,
+    object_level: float = 0.05,
+    min_object_fraction: float = 0.01,
 ) -> dict[str, dict[str, float]]:
     """Per-plane mean PSNR and SSIM of a 3-D volume.
 
@@ -70,6 +76,9 @@ def plane_metrics(
         planes: plane name → array axis the slices of that plane are taken along
             (default axial 0, coronal 1, sagittal 2 for ``(z, y, x)`` volumes).
         data_range: intensity range for both metrics (default: the reference volume's range).
+        object_level: a reference pixel is "object" above ``min + object_level · range``.
+        min_object_fraction: slices with a smaller fraction of object pixels are skipped (module
+            docstring); 0 keeps every slice that is not exactly empty.
 
     Returns:
         ``{"psnr": {plane: dB}, "ssim": {plane: value}}``.
@@ -85,7 +94,7 @@ def plane_metrics(
         ps, ss = [], []
         for k in range(ref.shape[axis]):
             r = np.take(ref, k, axis=axis)
-            if r.max() - ref.min() <= 1e-6 * rng:
+            if np.mean(r - ref.min() > object_level * rng) < min_object_fraction or r.max() - ref.min() <= 1e-6 * rng:
                 continue
             e = np.take(x, k, axis=axis)
             ps.append(psnr(e, r, rng))

@@ -115,3 +115,22 @@ def test_problems_build_and_dds_runs(name):
     assert p.truth is vol and p.y.shape[0] == 3
     x, rec = DDS(prior, steps=2, lam=0.01, rho=0.5, progress=False)(p.y, p.operator)
     assert x.shape == vol.shape and torch.isfinite(x).all()
+
+
+def test_clip_x0_clamps_the_tweedie_estimate_to_the_data_range(gauss, monkeypatch):
+    prior, vol, y, A, L, _ = gauss
+    seen = []
+    solver = DDS(prior, steps=5, mode="2d", clip_x0=True, progress=False)
+    unclipped = []
+    DDS(prior, steps=5, mode="2d", progress=False, on_step=lambda i, est, info: unclipped.append(est))(y, A)
+    original = solver.data_consistency
+
+    def spy(x0, ctx):
+        seen.append((float(x0.min()), float(x0.max())))
+        return original(x0, ctx)
+
+    monkeypatch.setattr(solver, "data_consistency", spy)
+    _, rec = solver(y, A)
+    assert rec.settings["clip_x0"] is True and len(seen) == 5
+    assert all(lo >= -1e-6 and hi <= 1 + 1e-6 for lo, hi in seen)
+    assert min(float(e.min()) for e in unclipped) < 0 or max(float(e.max()) for e in unclipped) > 1  # not vacuous

@@ -34,3 +34,18 @@ def test_plane_metrics_skip_empty_slices_and_differ_by_plane():
     assert set(m["psnr"]) == {"axial", "coronal", "sagittal"}
     assert m["psnr"]["axial"] > m["psnr"]["coronal"]  # most axial slices are perfect → huge mean
     assert all(np.isfinite(v) or v == math.inf for v in m["psnr"].values())
+
+
+def test_plane_metrics_skip_slices_without_object():
+    """Near-empty slices (padding, air above the head) would dominate a mean of dB; they are skipped."""
+    ref = torch.zeros(4, 20, 20)
+    ref[:2, 5:15, 5:15] = 1.0  # two slices with an object
+    ref[2, 0, 0] = 1.0  # one bright pixel: 0.25 % of the slice, below the 1 % object fraction
+    ref[3] = 1e-3  # faint haze below the 5 % object level
+    x = ref.clone()
+    x[:2] += 0.1
+    x[2:] += 0.01
+    only_objects = plane_metrics(x, ref, {"axial": 0})["psnr"]["axial"]
+    assert only_objects == pytest.approx(20.0, abs=1e-6)  # error 0.1 on a range of 1 in both kept slices
+    everything = plane_metrics(x, ref, {"axial": 0}, min_object_fraction=0.0)["psnr"]["axial"]
+    assert everything > only_objects + 5  # the near-empty slices (40 dB each) inflate the mean

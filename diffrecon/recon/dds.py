@@ -78,6 +78,8 @@ class DDS(DiffusionSolver):
         noise_mixing: ``"dds"`` or ``"ddim"`` (module docstring).
         backprojector: ``"exact"`` (Aᵀ) or ``"reference"`` (π/(2N)·Aᵀ, the reference code's CT "AT", so
             its λ, ρ can be used unchanged).
+        clip_x0: clamp Tweedie's estimate :math:`\hat z_0` to the prior's data range before the data
+            consistency (guided-diffusion's ``clip_denoised``; not in the DDS paper, off by default).
         seed, chunk_size, image_scale, progress, on_step: see
             :class:`~diffrecon.recon.sampler.DiffusionSolver`.
 
@@ -105,6 +107,7 @@ class DDS(DiffusionSolver):
         gamma: float = 1.0,
         noise_mixing: str = "dds",
         backprojector: str = "exact",
+        clip_x0: bool = False,
         seed: int = 0,
         chunk_size: int = 16,
         image_scale: float = 1.0,
@@ -138,6 +141,7 @@ class DDS(DiffusionSolver):
         self.cg_iter, self.tv_axes, self.boundary = int(cg_iter), resolve_axes(tv_axes), boundary
         self.sigma_y, self.gamma = float(sigma_y), float(gamma)
         self.noise_mixing, self.backprojector = noise_mixing, backprojector
+        self.clip_x0 = bool(clip_x0)
         if mode == "3d":  # validate λ, ρ, boundary now rather than at solve time
             SharedADMMTV(torch.zeros(2, 1, 1), lambda v: v, self.lam, self.rho, self.tv_axes, boundary, 1)
 
@@ -207,6 +211,7 @@ class DDS(DiffusionSolver):
             sigma_y=self.sigma_y,
             noise_mixing=self.noise_mixing,
             backprojector=self.backprojector,
+            clip_x0=self.clip_x0,
         )
         if self.mode == "3d":
             s.update(lam=self.lam, rho=self.rho, tv_axes=list(self.tv_axes), boundary=self.boundary)
@@ -259,9 +264,17 @@ class DDS(DiffusionSolver):
             return global_cg(lambda v: v + g * w * op.normal(v), x0 + g * aty, x0, self.cg_iter, per_slice)
         return global_cg(lambda v: w * op.normal(v), aty, x0, self.cg_iter, per_slice)
 
+    def _model_range(self) -> tuple[float, float]:
+        """The prior's data range (``config["data_range"]``, default [0, 1]) in model space."""
+        lo, hi = getattr(self.prior, "config", {}).get("data_range", (0.0, 1.0))
+        a, b = (float(self.to_model(torch.tensor(float(v)))) for v in (lo, hi))
+        return min(a, b), max(a, b)
+
     def _step(self, i: int, state: dict[str, Tensor], ctx: Context) -> dict[str, Tensor]:
         t = float(ctx.timesteps[i])
         z0, eps = self.predict(state["x_t"], t, ctx)
+        if self.clip_x0:
+            z0 = z0.clamp(*self._model_range())
         x0 = self.data_consistency(self.to_image(z0), ctx)
         if i + 1 == len(ctx.timesteps):
             return {"x_t": state["x_t"], "x0": x0}
