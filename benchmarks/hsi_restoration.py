@@ -97,7 +97,14 @@ def run_task(task, name, clean, args, results, save):
         save()
     if args.methods == "baselines":
         return
-    kw = {"network": args.network, "rank": args.rank, "progress": args.progress}
+    kw = {
+        "network": args.network,
+        "rank": args.rank,
+        "lr": args.lr,
+        "ema": args.ema,
+        "updates_per_step": args.updates_per_step,
+        "progress": args.progress,
+    }
     if args.quick:
         kw.update(num_steps=60, start_point=40)
     model = DDS2M(task, **kw)
@@ -108,16 +115,21 @@ def run_task(task, name, clean, args, results, save):
     row = {
         "task": task,
         "cube": name,
-        "method": f"DDS2M ({res.record['network']}, R={args.rank})",
+        "method": f"DDS2M ({res.record['network']}, R={_rank_label(args.rank, res.record)}{_knobs(args)})",
         **m,
         "seconds": sec,
         "nfe": res.record["nfe"],
+        "rank": res.record["rank"],
+        "rank_rule": res.record["rank_rule"],
         "seconds_per_update": res.record["seconds_per_update"],
         "cpu_seconds": res.record["cpu_seconds"],
         "num_steps": res.record["num_steps"],
         "start_point": res.record["start_point"],
         "eta": res.record["eta"],
         "eta_b": res.record["eta_b"],
+        "lr": res.record["lr"],
+        "ema": res.record["ema"],
+        "updates_per_step": res.record["updates_per_step"],
         "oracle_best_mpsnr (ORACLE, not the output)": res.oracle_mpsnr,
         "oracle_step": res.oracle_step,
     }
@@ -128,6 +140,23 @@ def run_task(task, name, clean, args, results, save):
         flush=True,
     )
     save()
+
+
+def _rank_label(setting, record) -> str:
+    """``10`` for a fixed rank, ``auto→3`` for the data-driven one (the R actually used)."""
+    return f"auto→{record['rank']}" if setting == "auto" else str(setting)
+
+
+def _knobs(args) -> str:
+    """Non-paper optimiser settings, appended to the method label (empty for the paper's)."""
+    parts = []
+    if args.lr != 5e-4:
+        parts.append(f"lr={args.lr:g}")
+    if args.ema != 0.98:
+        parts.append(f"EMA={args.ema:g}")
+    if args.updates_per_step != 1:
+        parts.append(f"{args.updates_per_step} Adam steps/step")
+    return "".join(", " + s for s in parts)
 
 
 def scaling(args) -> list[dict]:
@@ -225,6 +254,18 @@ def markdown(results, scale_rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rank_arg(v: str):
+    if v == "auto":
+        return v
+    try:
+        r = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', found {v!r}") from None
+    if r < 1:
+        raise argparse.ArgumentTypeError(f"rank must be >= 1, found {r}")
+    return r
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -241,7 +282,20 @@ def main(argv=None) -> int:
     p.add_argument("--observed", type=float, default=0.2, help="inpainting: observed voxel fraction")
     p.add_argument("--factor", type=int, default=2, help="super-resolution factor")
     p.add_argument("--network", default="auto", choices=["auto", "paper", "lite"])
-    p.add_argument("--rank", type=int, default=10)
+    p.add_argument(
+        "--rank",
+        type=_rank_arg,
+        default=10,
+        help="DDS2M rank R: an integer (paper: 10) or 'auto' (Marchenko-Pastur rank of the measurement)",
+    )
+    p.add_argument("--lr", type=float, default=5e-4, help="DDS2M Adam learning rate (paper: 5e-4)")
+    p.add_argument("--ema", type=float, default=0.98, help="DDS2M EMA weight of the output (paper: 0.98)")
+    p.add_argument(
+        "--updates-per-step",
+        type=int,
+        default=1,
+        help="DDS2M Adam steps per diffusion step (paper: 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="cube / noise / mask seed")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--methods", default="all", choices=["all", "baselines", "dds2m"])

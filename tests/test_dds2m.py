@@ -176,3 +176,49 @@ def test_rank_not_below_band_count_warns():
     clean = _cube(16, 16, 3)
     with pytest.warns(UserWarning, match="rank R=3 >= number of bands B=3"):
         DDS2M("denoise", num_steps=2, start_point=2, **TINY).restore(clean, sigma=0.1)
+
+
+def test_rank_auto_picks_marchenko_pastur_rank():
+    """rank="auto": R = the number of signal components above the noise edge of the measurement
+    (3 for a 3-component cube), recorded in the run record; inpainting falls back to the paper's
+    10 capped at B − 1; bad rank values raise."""
+    from diffrecon.recon.dds2m import PAPER_RANK, auto_rank
+
+    clean = _cube(24, 20, 8)
+    noisy = add_gaussian_noise(clean, 0.05, seed=1)
+    kw = {k: v for k, v in TINY.items() if k != "rank"}
+    res = DDS2M("denoise", num_steps=6, start_point=4, rank="auto", **kw).restore(noisy, sigma=0.05)
+    assert res.record["rank"] == 3 and res.record["rank_setting"] == "auto"
+    assert "Marchenko-Pastur" in res.record["rank_rule"]
+    assert res.record["network_config"]["rank"] == 3
+    assert res.cube.shape == clean.shape and torch.isfinite(res.cube).all()
+    # fixed rank is recorded as given
+    res10 = DDS2M("denoise", num_steps=3, start_point=3, **TINY).restore(noisy, sigma=0.05)
+    assert res10.record["rank"] == 3 and res10.record["rank_rule"] == "given"
+    # SR: the rule applies to the low-resolution measurement
+    op = SpatialSR((24, 20, 8), 2)
+    y_lr = add_gaussian_noise(op(clean), 0.05, seed=2)
+    assert auto_rank(y_lr, op, 0.05)[0] == 3
+    # pure noise has no signal component above the edge: R = 1 (the minimum)
+    from diffrecon.operators.hsi import Denoising
+
+    pure = add_gaussian_noise(torch.zeros(24, 20, 8), 0.05, seed=3)
+    assert auto_rank(pure, Denoising((24, 20, 8)), 0.05)[0] == 1
+    # inpainting: fixed fall-back, capped at B - 1
+    mop = Inpainting(random_voxel_mask((24, 20, 8), 0.3))
+    r_inp, rule_inp = auto_rank(mop(noisy), mop, 0.05)
+    assert r_inp == min(PAPER_RANK, 7) and "fixed" in rule_inp
+    for bad in ("five", 0, -2, 2.5, True):
+        with pytest.raises(InputDataError, match="rank"):
+            DDS2M("denoise", rank=bad)
+    assert DDS2M("denoise", rank="AUTO").rank == "auto" and DDS2M("denoise", rank="4").rank == 4
+
+
+def test_updates_per_step_and_optimiser_checks():
+    """updates_per_step = k takes k Adam steps per diffusion step (k × the updates); bad values raise."""
+    clean = _cube(16, 16, 4)
+    res = DDS2M("denoise", num_steps=5, start_point=4, updates_per_step=3, **TINY).restore(clean, sigma=0.05)
+    assert res.record["nfe"] == 6 and res.record["updates_per_step"] == 3
+    for kw in ({"updates_per_step": 0}, {"updates_per_step": 1.5}, {"lr": 0.0}, {"lr": math.nan}):
+        with pytest.raises(InputDataError, match=next(iter(kw))):
+            DDS2M("denoise", **kw)

@@ -127,3 +127,22 @@ def test_restore_errors(tmp_path, capsys):
         == 1
     )
     assert "--mask" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a DDS2M run (imports torch._dynamo via Adam): a few seconds cold
+def test_restore_rank_auto_recorded_and_bad_rank(tmp_path, capsys):
+    inp = _noisy(tmp_path)
+    out = tmp_path / "auto.nc"
+    args = ["hsi", "restore", "--task", "denoise", str(inp), str(out), "--steps", "6", "--start-point", "4"]
+    args += ["--network", "lite", "--quiet", "--sigma", "0.05", "--no-png"]
+    assert main(args) == 0  # --rank defaults to auto
+    rec = json.loads((tmp_path / "auto.json").read_text())
+    assert rec["rank_setting"] == "auto" and 1 <= rec["rank"] <= 4
+    assert "Marchenko-Pastur" in rec["rank_rule"] and rec["network_config"]["rank"] == rec["rank"]
+    assert main(args[:5] + [str(tmp_path / "r2.nc")] + args[6:] + ["--rank", "2"]) == 0
+    rec2 = json.loads((tmp_path / "r2.json").read_text())
+    assert rec2["rank"] == 2 and rec2["rank_setting"] == 2 and rec2["rank_rule"] == "given"
+    for bad in ("0", "many"):
+        with pytest.raises(SystemExit):
+            main(args[:5] + [str(tmp_path / "bad.nc")] + args[6:] + ["--rank", bad])
+        assert "--rank" in capsys.readouterr().err

@@ -65,7 +65,14 @@ def add_parser(sub) -> None:
     r.add_argument("--start-point", type=int, default=None, help="DDS2M: iteration where VS2M updates start")
     r.add_argument("--eta", type=float, default=None, help="DDS2M: eta (task default)")
     r.add_argument("--eta-b", type=float, default=None, help="DDS2M: eta_B (default 1)")
-    r.add_argument("--rank", type=int, default=10, help="DDS2M: rank R of VS2M (default 10)")
+    r.add_argument(
+        "--rank",
+        type=_rank_arg,
+        default="auto",
+        help="DDS2M: rank R of VS2M, an integer (the paper uses 10) or 'auto' (default): the "
+        "Marchenko-Pastur signal rank of the input for denoise/sr, the paper's 10 for inpaint; "
+        "capped at bands-1",
+    )
     r.add_argument(
         "--network",
         default="auto",
@@ -74,6 +81,14 @@ def add_parser(sub) -> None:
     )
     r.add_argument(
         "--depth", type=int, default=None, help="DDS2M: hourglass levels (default: as many as fit)"
+    )
+    r.add_argument("--lr", type=float, default=5e-4, help="DDS2M: Adam learning rate (paper: 5e-4)")
+    r.add_argument("--ema", type=float, default=0.98, help="DDS2M: EMA weight of the output (paper: 0.98)")
+    r.add_argument(
+        "--updates-per-step",
+        type=int,
+        default=1,
+        help="DDS2M: Adam steps per diffusion step (paper: 1)",
     )
     r.add_argument("--seed", type=int, default=1234)
     r.add_argument(
@@ -88,6 +103,21 @@ def add_parser(sub) -> None:
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     r.set_defaults(func=run_restore)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _rank_arg(value: str):
+    """``--rank``: 'auto' or a positive integer."""
+    import argparse
+
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        r = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', found {value!r}") from None
+    if r < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, found {r}")
+    return r
 
 
 def _value_range(spec: str, data):
@@ -243,6 +273,9 @@ def run_restore(args) -> int:
                 rank=args.rank,
                 network=args.network,
                 depth=args.depth,
+                lr=args.lr,
+                ema=args.ema,
+                updates_per_step=args.updates_per_step,
                 seed=args.seed,
                 progress=not args.quiet,
             )

@@ -22,7 +22,8 @@ Model (all in the [−1, 1] scaling the paper uses: a cube :math:`c\in[0,1]^{H\t
   where ε̂ = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t);
 * :math:`\hat x_0` comes from VS2M: before loop iteration ``start_point`` the network is not run
   and x̂0 := x_t (so the chain effectively starts at t ≈ T/2); from then on, each iteration takes
-  **one Adam step** (lr 5e-4) on ``‖√ᾱ_t (2X̂−1) − x_t‖²/N (+ tv_weight · TV₃(2X̂−1))``, with the
+  **one Adam step** (lr 5e-4; ``updates_per_step`` > 1 takes several on the same target) on
+  ``‖√ᾱ_t (2X̂−1) − x_t‖²/N (+ tv_weight · TV₃(2X̂−1))``, with the
   network and the optimiser state persisting across steps, and x̂0 = 2·avg − 1 where
   ``avg ← clip(0.98·avg + 0.02·X̂, 0, 1)`` is an exponential moving average of the outputs (seeded by
   the previous step's x̂0).
@@ -57,10 +58,20 @@ import torch
 from ..errors import InputDataError
 from ..operators.hsi import Denoising, Inpainting, SVDOperator, check_cube, check_sigma, estimate_sigma
 from ..priors.networks.vs2m import LITE, PAPER, VS2M, VS2MConfig
+from .hsi_baselines import subspace_rank
 
 Tensor = torch.Tensor
 
-__all__ = ["DDS2M", "DDS2MResult", "TASK_DEFAULTS", "dds2m_restore", "linear_alphas_cumprod", "mpsnr_torch"]
+__all__ = [
+    "DDS2M",
+    "DDS2MResult",
+    "PAPER_RANK",
+    "TASK_DEFAULTS",
+    "auto_rank",
+    "dds2m_restore",
+    "linear_alphas_cumprod",
+    "mpsnr_torch",
+]
 
 TASK_DEFAULTS: dict[str, dict] = {
     "denoise": {"num_steps": 2000, "start_point": 1000, "eta": 1.0, "eta_b": 1.0, "sv_cutoff": 0.0},
@@ -70,6 +81,38 @@ TASK_DEFAULTS: dict[str, dict] = {
 """The official per-task settings (T = number of diffusion steps, all visited)."""
 
 PRESETS = {"paper": PAPER, "lite": LITE}
+
+PAPER_RANK = 10
+"""R of the official code (``--rank`` default); also the fall-back of ``rank="auto"`` for inpainting."""
+
+
+def auto_rank(y: Tensor, operator: SVDOperator, sigma: float) -> tuple[int, str]:
+    r"""Data-driven VS2M rank for ``rank="auto"``: ``(R, rule)``.
+
+    * Operators whose measurement is a full image cube with white noise σ — :class:`Denoising`,
+      ``SpatialSR`` (the low-resolution cube), ``MissingBands`` (the kept bands), ``SpectralCS``
+      (orthonormal spectral projections) — keep (or lower) the spectral rank of the clean cube, so
+      R is the Marchenko–Pastur signal rank of the measurement itself:
+      the number of eigenvalues of ``YᵀY/N`` (``Y``: N×B' pixels × bands of ``y``) above
+      ``1.05·σ²(1 + √(B'/N))²`` (:func:`~diffrecon.recon.hsi_baselines.subspace_rank`, the rule the
+      subspace baseline uses).
+    * :class:`Inpainting`: a voxel-masked cube has no such noise model (80 % zeros, no pixel with
+      all bands observed), so R falls back to the paper's :data:`PAPER_RANK` = 10.
+
+    In both cases R is capped at ``max(1, B − 1)`` (B = bands of the restored cube): R ≥ B removes
+    VS2M's spectral low-rank constraint.
+
+    Args:
+        y: measurement of shape ``operator.out_shape``. operator: the degradation.
+        sigma: noise standard deviation of ``y`` (data units, > 0).
+    """
+    b = int(operator.in_shape[-1])
+    cap = max(1, b - 1)
+    if isinstance(operator, Inpainting) or y.ndim != 3:
+        rule = f"fixed {PAPER_RANK} (paper value; no Marchenko-Pastur rule for {type(operator).__name__})"
+        return min(PAPER_RANK, cap), rule
+    r = subspace_rank(y.detach().float(), float(sigma))
+    return min(r, cap), f"Marchenko-Pastur signal rank of the measurement ({r}), capped at max(1, B-1)={cap}"
 
 
 def linear_alphas_cumprod(num_steps: int, beta_start: float = 1e-4, beta_end: float = 5e-3) -> Tensor:
@@ -119,16 +162,21 @@ class DDS2M:
             ``"inpaint"`` defaults.
         num_steps: T (all steps are visited, as in the paper).
         start_point: loop iteration (1-based) from which VS2M is updated; ``T − start_point + 1``
-            Adam steps in total.
+            Adam steps in total (times ``updates_per_step``).
         eta: DDRM's η (= η_A = η_C).
         eta_b: DDRM's η_B.
         beta_start: first β of the linear schedule.
         beta_end: last β of the linear schedule.
-        rank: R, number of spatial maps / spectral signatures (paper: 10).
+        rank: R, number of spatial maps / spectral signatures: an int (paper: 10,
+            :data:`PAPER_RANK`) or ``"auto"`` = the Marchenko–Pastur signal rank of the measurement
+            (:func:`auto_rank`; inpainting falls back to 10). The record holds the R used
+            (``rank``), what was asked (``rank_setting``) and the rule (``rank_rule``).
         network: ``"paper"`` (published widths), ``"lite"`` (narrow, 3×3 kernels; for CPU),
             ``"auto"`` (paper on CUDA, lite on CPU), or a :class:`VS2MConfig`.
         depth: hourglass levels (capped by the image size; ``None`` = as many as fit, up to 6).
         lr: Adam learning rate (paper: 5e-4). ema: EMA weight of the running output (paper: 0.98).
+        updates_per_step: Adam steps on the same target x_t per diffusion step (paper: 1, the
+            official ``iter_number: 0``); the EMA is updated after each of them.
         tv_weight: weight β of the optional 3-D TV term (paper default 0).
         sv_cutoff: singular values below it are treated as 0 (paper: 3e-2 for SR).
         seed: seeds the network initialisation, its fixed inputs and the diffusion noise.
@@ -156,11 +204,12 @@ class DDS2M:
         eta_b: float | None = None,
         beta_start: float = 1e-4,
         beta_end: float = 5e-3,
-        rank: int = 10,
+        rank: int | str = PAPER_RANK,
         network: str | VS2MConfig = "auto",
         depth: int | None = None,
         lr: float = 5e-4,
         ema: float = 0.98,
+        updates_per_step: int = 1,
         tv_weight: float = 0.0,
         sv_cutoff: float | None = None,
         seed: int = 1234,
@@ -189,10 +238,27 @@ class DDS2M:
             raise InputDataError(
                 f"DDS2M: need 0 < beta_start <= beta_end < 1, found {beta_start}, {beta_end}"
             )
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise InputDataError(f"DDS2M: lr must be a finite number > 0, found {lr!r}")
         if not 0.0 <= ema < 1.0:
             raise InputDataError(f"DDS2M: ema must be in [0, 1), found {ema}")
+        ups = updates_per_step
+        if isinstance(ups, bool) or not isinstance(ups, int) or ups < 1:
+            raise InputDataError(f"DDS2M: updates_per_step must be an integer >= 1, found {ups!r}")
+        self.updates_per_step = int(updates_per_step)
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
-        self.rank = int(rank)
+        if isinstance(rank, str):
+            if rank.strip().lower() != "auto":
+                try:
+                    rank = int(rank)
+                except ValueError:
+                    msg = f"DDS2M: rank must be a positive integer or 'auto', found {rank!r}"
+                    raise InputDataError(msg) from None
+            else:
+                rank = "auto"
+        if rank != "auto" and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise InputDataError(f"DDS2M: rank must be a positive integer or 'auto', found {rank!r}")
+        self.rank: int | str = rank
         self.network = network
         self.depth = depth
         self.lr = float(lr)
@@ -203,7 +269,7 @@ class DDS2M:
         self.on_step = on_step
 
     # ---------------------------------------------------------------------------------------
-    def _config(self, device: torch.device) -> tuple[str, VS2MConfig]:
+    def _config(self, device: torch.device, rank: int) -> tuple[str, VS2MConfig]:
         net = self.network
         if isinstance(net, VS2MConfig):
             name, cfg = "custom", net
@@ -216,7 +282,7 @@ class DDS2M:
             raise InputDataError(
                 f"DDS2M: network must be 'auto', 'paper', 'lite' or a VS2MConfig, found {net!r}"
             )
-        cfg = cfg.replace(rank=self.rank, depth=self.depth if self.depth is not None else cfg.depth)
+        cfg = cfg.replace(rank=int(rank), depth=self.depth if self.depth is not None else cfg.depth)
         return name, cfg
 
     def settings(self) -> dict:
@@ -231,6 +297,7 @@ class DDS2M:
             "rank": self.rank,
             "lr": self.lr,
             "ema": self.ema,
+            "updates_per_step": self.updates_per_step,
             "tv_weight": self.tv_weight,
             "sv_cutoff": self.sv_cutoff,
             "seed": self.seed,
@@ -298,13 +365,17 @@ class DDS2M:
         sigma = float(check_sigma(sigma, "DDS2M: sigma"))
 
         op = operator.to(device)
-        net_name, cfg = self._config(device)
+        if self.rank == "auto":
+            rank, rank_rule = auto_rank(y, op, sigma)
+        else:
+            rank, rank_rule = int(self.rank), "given"
+        net_name, cfg = self._config(device, rank)
         h, w, b = shape
-        if self.rank >= b:
+        if rank >= b:
             import warnings
 
             warnings.warn(
-                f"DDS2M: rank R={self.rank} >= number of bands B={b}: VS2M then has no spectral low-rank "
+                f"DDS2M: rank R={rank} >= number of bands B={b}: VS2M then has no spectral low-rank "
                 f"constraint and tends to fit the noise (final iterate far below the best one); use R < B, "
                 f"e.g. rank={max(1, b - 1)}",
                 stacklevel=2,
@@ -379,18 +450,20 @@ class DDS2M:
             sa_t, s1a_t = math.sqrt(a_t), math.sqrt(1 - a_t)
             if it >= self.start_point:
                 t0, c0 = time.perf_counter(), time.process_time()
-                opt.zero_grad(set_to_none=True)
-                out = net()
-                loss = (sa_t * (2 * out - 1) - x).pow(2).mean()
-                if self.tv_weight:
-                    loss = loss + self.tv_weight * _tv3(2 * out - 1)
-                loss.backward()
-                with torch.no_grad():
-                    avg = (self.ema * prev01 + (1 - self.ema) * out.detach()).clamp(0, 1)
-                opt.step()
+                avg = prev01
+                for _ in range(self.updates_per_step):
+                    opt.zero_grad(set_to_none=True)
+                    out = net()
+                    loss = (sa_t * (2 * out - 1) - x).pow(2).mean()
+                    if self.tv_weight:
+                        loss = loss + self.tv_weight * _tv3(2 * out - 1)
+                    loss.backward()
+                    with torch.no_grad():
+                        avg = (self.ema * avg + (1 - self.ema) * out.detach()).clamp(0, 1)
+                    opt.step()
+                    n_updates += 1
                 x0 = 2 * avg - 1
-                n_updates += 1
-                if n_updates % 50 == 1 or it == self.num_steps:
+                if (it - self.start_point) % 50 == 0 or it == self.num_steps:
                     losses.append(loss.detach())
                 if ground_truth is not None:
                     score = mpsnr_torch(avg, ground_truth)
@@ -431,6 +504,9 @@ class DDS2M:
         record = {
             "method": "DDS2M",
             **self.settings(),
+            "rank": rank,
+            "rank_setting": self.rank,
+            "rank_rule": rank_rule,
             "network": net_name,
             "network_config": cfg.to_dict(),
             "network_depth": net.depth,
