@@ -21,14 +21,15 @@ from .checkpoint import load_prior, save_prior
 
 
 @torch.no_grad()
-def sample_grid(prior, path, n: int = 16, steps: int = 50, seed: int = 0) -> None:
-    """Save an (n/4 × 4) PNG grid of unconditional DDIM samples (η = 0) in [0, 1]."""
+def sample_grid(prior, path, n: int = 16, steps: int = 50, seed: int = 0, eta: float = 0.0) -> None:
+    """Save an (n/4 × 4) PNG grid of unconditional DDIM-η samples in [0, 1] (η = 0 deterministic, η = 1
+    ancestral, DDPM-like)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = prior.sample(n, steps=steps, eta=0.0, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)
+    x = prior.sample(n, steps=steps, eta=eta, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)
     cols = 4 if n >= 4 else n
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.6))
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--half", action="store_true", help="store weights as float16")
     p.add_argument("--samples", help="also write a PNG grid of DDIM samples here")
     p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--sample-eta", type=float, default=0.0, help="DDIM eta of the sample grid (1 = ancestral)")
     p.add_argument(
         "--benchmark", action="store_true", help="store the sample-volume denoising curve in the JSON"
     )
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
         f.chmod(0o644)  # package data must be world-readable (atomic writes create 0600 files)
     print(f"exported {a.src} -> {a.dst}.safetensors/.json")
     if a.samples:
-        sample_grid(prior, a.samples, steps=a.sample_steps)
+        sample_grid(prior, a.samples, steps=a.sample_steps, eta=a.sample_eta)
         print(f"wrote {a.samples}")
     return 0
 
