@@ -9,7 +9,8 @@ Colin27 sample volume (64³, axial slices = array axis 2, never seen by the prio
                     MRI: the TV-SENSE defaults (λ relative to max|Aᴴy|)
 ``dps``             per-slice DPS (``--dps-steps`` steps, ζ = 1)
 ``dds_2d``          "2D-only diffusion": DDS without the cross-slice TV (``DDS.slice_only``)
-``diffusion_mbir``  DiffusionMBIR, paper settings except ``--mbir-steps`` (paper 2000)
+``diffusion_mbir``  DiffusionMBIR with ``--mbir-steps`` steps (paper 2000); CT: the demo's CPU setting
+                    (λ, ρ × ``DEMO_DIFFUSION`` multipliers, see ``recon/defaults.py``), MRI: paper λ, ρ
 ``dds``             DDS, paper settings (50 NFE)
 ==================  ===============================================================================
 
@@ -81,8 +82,15 @@ def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
             DDS.paper_mri(prior, **common)
     elif method == "diffusion_mbir":
         kw = dict(steps=args.mbir_steps, **common)
-        solver = DiffusionMBIR.paper_ct(prior, n_views=prob.n_views, **kw) if ct else \
-            DiffusionMBIR.paper_mri(prior, **kw)
+        if ct:
+            from diffrecon.recon.defaults import DEMO_DIFFUSION
+
+            base = DiffusionMBIR.paper_ct(prior, n_views=prob.n_views)
+            cpu = DEMO_DIFFUSION["diffusion_mbir"]
+            kw.update(lam=base.lam * cpu["lam_mult"], rho=base.rho * cpu["rho_mult"])
+            solver = DiffusionMBIR.paper_ct(prior, n_views=prob.n_views, **kw)
+        else:
+            solver = DiffusionMBIR.paper_mri(prior, **kw)
     else:
         raise ValueError(method)
     x, rec = solver(prob.y, prob.operator)

@@ -15,7 +15,8 @@ and writes into ``out_dir``:
 * ``sinogram.npz``: the simulated measurements with their geometry (readable by ``diffrecon reconstruct``);
 * ``montage.png``: axial/coronal/sagittal central slices, truth and each method, with |error| maps;
 * ``metrics.json``: ``{"methods": {name: {"psnr": {plane: dB}, "ssim": {...}, "nfe": int, "seconds": s,
-  "peak_memory_mb": MiB, "settings": {...}}}, "settings": {...}}``.
+  "peak_memory_mb": MiB, "settings": {...}}}, "settings": {...}}``; on CUDA the memory is the peak
+  allocated during that method, on CPU the process's peak RSS so far (it only grows).
 
 ``volume="phantom"`` uses the 3-D Shepp–Logan phantom instead (any ``size``; classical methods only,
 as the bundled prior knows heads, not phantoms).
@@ -149,6 +150,8 @@ def run_demo(
     if views < 1:
         raise InputDataError(f"demo: expected at least one view, found {views}")
     device = torch.device(device)
+    if volume == "sample" and size != 64:
+        raise InputDataError("demo: --size applies to --volume phantom; the sample volume is 64³")
     vol = demo_volume(volume, size)
     truth = vol.truth.to(device)
     plane_shape = tuple(s for i, s in enumerate(truth.shape) if i != vol.slice_axis)
@@ -185,7 +188,8 @@ def run_demo(
         peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb())
         results[name] = {"psnr": m["psnr"], "ssim": m["ssim"], "nfe": nfe, "seconds": round(seconds, 3),
                          "peak_memory_mb": round(peak, 1),
-                         "peak_memory_kind": "cuda allocated" if device.type == "cuda" else "process rss",
+                         "peak_memory_kind": ("cuda max allocated during the method" if device.type == "cuda"
+                                              else "process peak RSS so far (includes earlier steps)"),
                          "settings": settings}
         volumes[name] = x
         log(f"{name:>15}: PSNR " + " / ".join(f"{v:.2f}" for v in m["psnr"].values())

@@ -116,10 +116,11 @@ def test_demo_head_volume_with_diffusion_methods(tmp_path):
     np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), atol=1e-4)
 
 
-def test_demo_rejects_a_prior_of_the_wrong_size_before_work(tmp_path):
+def test_demo_rejects_a_prior_of_the_wrong_size_before_work(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--volume", "phantom", "--size", "16", "--methods", "dds", "--quiet"])
     assert rc == 1 and not out.exists()
+    assert "64×64" in capsys.readouterr().err
 
 
 def test_info_runs(capsys):

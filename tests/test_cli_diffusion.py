@@ -33,7 +33,7 @@ def test_dds_on_a_sinogram_keeps_affine_beats_fbp_and_is_seeded(sinogram, tmp_pa
     np.testing.assert_allclose(aff, affine)
     assert x.shape == truth.shape
     rec = json.loads((tmp_path / "dds.json").read_text())
-    assert rec["method"] == "dds" and rec["nfe"] == 4 and rec["prior"] == "head-64"
+    assert rec["method"] == "dds" and rec["solver"]["nfe"] == 4 and rec["prior"] == "head-64"
     assert main(["reconstruct", str(sinogram), str(tmp_path / "fbp.nii.gz"), "--method", "fbp"]) == 0
     fbp, _ = _load(tmp_path / "fbp.nii.gz")
     assert np.abs(x - truth).mean() < np.abs(fbp - truth).mean()
@@ -58,7 +58,41 @@ def test_mbir_resume_from_a_saved_state_gives_the_uninterrupted_result(sinogram,
     resumed = tmp_path / "resumed.nii.gz"
     assert main(base[:2] + [str(resumed)] + base[2:] + ["--resume", str(state)]) == 0
     np.testing.assert_allclose(_load(resumed)[0], _load(full)[0], atol=1e-5)
-    assert json.loads((tmp_path / "resumed.json").read_text())["resumed_at"] == 1
+    rec = json.loads((tmp_path / "resumed.json").read_text())
+    assert rec["method"] == "mbir" and rec["solver"]["method"] == "diffusion_mbir"
+    assert rec["solver"]["resumed_at"] == 1
+
+
+def test_cli_save_state_then_resume_and_bad_state_files(sinogram, tmp_path, capsys):
+    base = ["reconstruct", str(sinogram), "--method", "dds", "--steps", "3", "--quiet"]
+    state = tmp_path / "dds_state.pt"
+    first = tmp_path / "first.nii.gz"
+    assert main(base[:2] + [str(first)] + base[2:] + ["--save-state", str(state), "--save-every", "1"]) == 0
+    assert state.exists()
+    again = tmp_path / "again.nii.gz"  # resuming a finished run reproduces its output without new steps
+    assert main(base[:2] + [str(again)] + base[2:] + ["--resume", str(state)]) == 0
+    np.testing.assert_array_equal(_load(again)[0], _load(first)[0])
+    assert json.loads((tmp_path / "again.json").read_text())["solver"]["resumed_at"] == 3
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    capsys.readouterr()
+    assert main(base[:2] + [str(tmp_path / "x.nii.gz")] + base[2:] + ["--resume", str(junk)]) == 1
+    assert "cannot read the solver state" in capsys.readouterr().err
+    # a state of another run (different step count → different settings) is refused
+    assert main(base[:2] + [str(tmp_path / "y.nii.gz"), "--method", "dds", "--steps", "4", "--quiet",
+                            "--resume", str(state)]) == 1
+    assert "another run" in capsys.readouterr().err
+
+
+def test_limited_angle_sinogram_gets_the_limited_angle_weights(tmp_path):
+    sino = tmp_path / "la.npz"
+    assert main(["simulate", str(SAMPLE_FILE), str(sino), "--limited-angle", "90"]) == 0
+    out = tmp_path / "la_dds.nii.gz"
+    assert main(["reconstruct", str(sino), str(out), "--method", "dds", "--steps", "1", "--quiet"]) == 0
+    from diffrecon.recon.sampler import exact_equivalent
+
+    lam, _ = exact_equivalent(0.4, 10.0, 90)  # DDS's limited-angle λ = 0.4 (sparse view: 0.04)
+    assert json.loads((tmp_path / "la_dds.json").read_text())["solver"]["settings"]["lam"] == pytest.approx(lam)
 
 
 def test_dds_on_multicoil_kspace(tmp_path):
@@ -76,7 +110,8 @@ def test_dds_on_multicoil_kspace(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [(["--image-scale", "-1"], "image-scale"),
-                                          (["--prior", "no-such-prior"], "no-such-prior")])
+                                          (["--prior", "no-such-prior"], "no-such-prior"),
+                                          (["--iters", "5"], "--steps")])
 def test_bad_diffusion_arguments_fail_clearly(sinogram, tmp_path, capsys, bad, message):
     rc = main(["reconstruct", str(sinogram), str(tmp_path / "x.nii.gz"), "--method", "dds", "--quiet", *bad])
     assert rc == 1 and message in capsys.readouterr().err

@@ -43,23 +43,71 @@ def image_scale(spec: str, rough_image) -> float:
     return value
 
 
-def solve(args, y, operator, modality: str, n_views: int | None, rough_image, device):
-    """Build the solver (paper settings for the modality), run it and return ``(volume, settings)``.
-
-    ``operator`` maps the volume (its layout is the output's) to ``y``; ``rough_image`` (FBP or zero-filled)
-    is only used by ``--image-scale auto``. The prior is loaded and checked against the data before work.
-    """
+def prepare(args, device, plane_shape):
+    """Fail fast, before any expensive work: load the prior, check its image size against the data's
+    slices ``plane_shape`` (H, W) and parse ``--image-scale``. Returns the prior."""
+    from ..errors import InputDataError
     from ..priors import load
+
+    prior = load(args.prior, device=device)
+    ishape = getattr(prior, "image_shape", None)
+    if ishape is not None and tuple(ishape[-2:]) != tuple(plane_shape):
+        raise InputDataError(
+            f"--prior {args.prior}: the prior was trained on {ishape[-2]}x{ishape[-1]} slices but the data's slices "
+            f"are {plane_shape[0]}x{plane_shape[1]}; resample the data or use a prior of that size"
+        )
+    if args.image_scale != "auto":
+        image_scale(args.image_scale, None)
+    return prior
+
+
+def _ct_preset_args(geometry) -> dict:
+    """``paper_ct`` arguments for a CT geometry: the view count, and the limited-angle weights when the
+    views span clearly less than the half turn a parallel-beam scan needs."""
+    import math
+    import sys
+
+    import numpy as np
+
+    angles = np.sort(np.asarray(geometry.angles, dtype=np.float64))
+    n = len(angles)
+    step = float(np.median(np.diff(angles))) if n > 1 else 0.0
+    span = float(angles[-1] - angles[0]) + step
+    out = {"n_views": n}
+    if geometry.kind == "parallel" and n > 1 and span < 0.9 * math.pi:
+        out["limited_angle"] = True
+    if geometry.kind != "parallel":
+        print(f"note: the paper's lambda, rho were tuned for parallel-beam CT; with a {geometry.kind}-beam "
+              "geometry consider --lam/--rho", file=sys.stderr)
+    return out
+
+
+def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=None):
+    """Build the solver (the paper's settings for the modality), run it and return ``(volume, record)``.
+
+    ``operator`` maps the volume (its layout is the output's) to ``y``; ``geometry`` (CT) picks the
+    sparse-view or limited-angle preset; ``rough_image`` (FBP or zero-filled) is only used by
+    ``--image-scale auto``. ``--lam``/``--rho``/``--cg-iters`` override the preset's values (λ, ρ in the
+    units of ½‖Ax − y‖² with the exact adjoint).
+    """
+    from ..errors import InputDataError
     from ..recon.dds import DDS
     from ..recon.mbir import DiffusionMBIR
 
-    prior = load(args.prior, device=device)
     scale = image_scale(args.image_scale, rough_image)
     cls = DDS if args.method == "dds" else DiffusionMBIR
     kw = dict(seed=int(args.seed), image_scale=scale, chunk_size=int(args.chunk_size), progress=not args.quiet)
-    if args.steps is not None:
-        kw["steps"] = int(args.steps)
-    solver = cls.paper_ct(prior, n_views=n_views, **kw) if modality == "ct" else cls.paper_mri(prior, **kw)
+    for opt, key in (("steps", "steps"), ("lam", "lam"), ("rho", "rho"), ("cg_iters", "cg_iter")):
+        if getattr(args, opt, None) is not None:
+            kw[key] = getattr(args, opt)
+    if getattr(args, "iters", None) is not None:
+        raise InputDataError("--iters sets ADMM-TV iterations; the diffusion methods take --steps")
+    if modality == "ct":
+        preset = _ct_preset_args(geometry)
+        if cls is DiffusionMBIR:
+            preset.pop("limited_angle", None)
+        solver = cls.paper_ct(prior, **preset, **kw)
+    else:
+        solver = cls.paper_mri(prior, **kw)
     x, rec = solver(y, operator, save_state=args.save_state, save_every=int(args.save_every), resume=args.resume)
-    settings = {"method": args.method, "prior": str(args.prior), **rec.to_dict()}
-    return x, settings
+    return x, {"prior": str(args.prior), "image_scale": scale, "solver": rec.to_dict()}

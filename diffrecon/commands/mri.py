@@ -166,7 +166,7 @@ def run_simulate(args) -> int:
 
 
 def run_reconstruct(args) -> int:
-    """``diffrecon reconstruct --method zerofill|sense|tv KSPACE.(npz|h5) OUTPUT.nii.gz``."""
+    """``diffrecon reconstruct --method zerofill|sense|tv|dds|mbir KSPACE.(npz|h5) OUTPUT.nii.gz``."""
     from ..errors import InputDataError
     from ..io.atomic import check_writable, write_text_atomic
     from ..io.kspace import load_kspace
@@ -185,6 +185,11 @@ def run_reconstruct(args) -> int:
     check_writable(record_path(args.output), overwrite)
     device = resolve_device(getattr(args, "device", "auto"))
     data = load_kspace(args.input)
+    prior = None
+    if method in ("dds", "mbir"):  # check the prior and options before ESPIRiT or any other work
+        from . import _diffusion
+
+        prior = _diffusion.prepare(args, device, tuple(data.kspace.shape[-2:]))
     k = data.kspace.to(device)
     quiet = bool(getattr(args, "quiet", False))
     settings: dict = {"method": method}
@@ -212,7 +217,7 @@ def run_reconstruct(args) -> int:
                 shared = maps.ndim == 3
                 op = MultiCoilMRI(maps, mask, real_input=True, n_slices=k.shape[0] if shared else None)
                 rough = zero_filled_rss(k) if args.image_scale == "auto" else None
-                img, extra = _diffusion.solve(args, k, op, "mri", None, rough, device)
+                img, extra = _diffusion.solve(args, prior, k, op, "mri", None, rough)
                 settings.update(extra)
             elif method == "sense":
                 settings.update(
@@ -246,7 +251,8 @@ def run_reconstruct(args) -> int:
                     axes=axes,
                     progress=not quiet,
                 )
-            img = img.abs()
+            if method not in ("dds", "mbir"):  # the diffusion methods reconstruct real images already
+                img = img.abs()
     img = img.float().cpu()
     record = {
         "command": "reconstruct",

@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--method", required=True, choices=sorted(set(CT_METHODS + MRI_METHODS)))
     p.add_argument("--filter", default="ramp", help="FBP filter: ramp, shepp-logan, cosine, hann")
     p.add_argument("--lam", type=float, default=None,
-                   help="regularisation weight: TV lambda for tv (default: the tuned value), Tikhonov weight for sense")
-    p.add_argument("--rho", type=float, default=None, help="ADMM penalty rho")
+                   help="regularisation weight: TV lambda for tv (default: the tuned value), Tikhonov weight for sense, "
+                        "absolute TV lambda for dds/mbir (default: the paper's, rescaled for the exact adjoint)")
+    p.add_argument("--rho", type=float, default=None, help="ADMM penalty rho (tv, dds, mbir)")
     p.add_argument("--iters", type=int, default=None, help="ADMM iterations")
     p.add_argument("--cg-iters", type=int, default=None, help="CG iterations per ADMM step")
     p.add_argument("--tv-axes", default="all", help="TV axes: all (3-D), slice (across slices only), in-plane")
@@ -83,6 +84,10 @@ def run(args) -> int:
     device = resolve_device(args.device)
     data = load_sinogram(args.input, device=device)
     op = data.operator().to(device)
+    if args.method in ("dds", "mbir"):
+        from . import _diffusion
+
+        prior = _diffusion.prepare(args, device, tuple(data.geometry.image_shape)[-2:])
     settings: dict = {"method": args.method}
     with Timer() as t:
         if args.method == "fbp":
@@ -99,11 +104,10 @@ def run(args) -> int:
             from ..operators.ct import operator_from_geometry
             from . import _diffusion
 
-            def rough():
-                return fbp(data.sinogram, operator_from_geometry(data.geometry).to(device))
-
-            vol, extra = _diffusion.solve(args, data.sinogram, op, "ct", data.geometry.n_angles,
-                                          rough() if args.image_scale == "auto" else None, device)
+            rough = None
+            if args.image_scale == "auto":
+                rough = fbp(data.sinogram, operator_from_geometry(data.geometry).to(device))
+            vol, extra = _diffusion.solve(args, prior, data.sinogram, op, "ct", data.geometry, rough)
             settings.update(extra)
         else:
             from ..recon.classical import admm_tv

@@ -679,13 +679,19 @@ class DiffusionSolver:
     def _load(self, path, ctx: Context, state: dict):
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise InputDataError(f"{self.method}: cannot read the solver state {path}: {exc}") from exc
-        if not isinstance(blob, dict) or blob.get("format") != STATE_FORMAT:
+        except Exception as exc:  # torch raises OSError, RuntimeError, KeyError, pickle errors … on bad files
+            raise InputDataError(f"{self.method}: cannot read the solver state {path}: {exc!r}") from exc
+        keys = ("fingerprint", "generator", "nfe", "state", "dc", "step", "seconds")
+        if not isinstance(blob, dict) or blob.get("format") != STATE_FORMAT or any(k not in blob for k in keys):
             raise InputDataError(f"{self.method}: {path} is not a diffrecon solver state ({STATE_FORMAT})")
+        if blob["generator"].numel() != ctx.generator.get_state().numel():
+            raise InputDataError(
+                f"{self.method}: state {path} was written on another device type (its random generator "
+                f"state does not fit a {ctx.device.type} generator); resume on the device it was saved on"
+            )
         want, found = self._fingerprint(ctx), blob["fingerprint"]
         for key in ("method", "settings", "shape", "n_total", "lo"):
-            if want[key] != found[key]:
+            if want[key] != found.get(key):
                 raise InputDataError(
                     f"{self.method}: state {path} comes from another run: {key} was "
                     f"{found[key]!r}, now {want[key]!r}"
