@@ -103,7 +103,7 @@ def test_paper_presets():
     la = DDS.paper_ct(prior, n_views=90, limited_angle=True)
     assert la.lam == pytest.approx(0.4 * 180 / torch.pi)
     m = DDS.paper_mri(prior)
-    assert (m.lam, m.rho, m.eta, m.mode) == (0.005, 0.01, 0.5, "3d")
+    assert (m.lam, m.rho, m.eta, m.mode) == (5e-5, 0.01, 0.5, "3d")  # λ/ρ = 0.005, see the docstring
     assert DDS.paper_mri(prior, mode="2d").sigma_y == 0.01
 
 
