@@ -40,7 +40,7 @@ from diffrecon.recon.problems import build_problem
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 PROBLEMS = ("ct-sv8", "ct-sv4", "ct-sv2", "ct-la90", "mri-u4")
 METHODS = ("baseline", "admm_tv", "dps", "dds_2d", "diffusion_mbir", "dds")
-LABELS = {"baseline": "FBP / zero-filled", "admm_tv": "ADMM-TV (tuned)", "dps": "DPS (per slice)",
+LABELS = {"baseline": "FBP / zero-filled", "admm_tv": "ADMM-TV (3-D)", "dps": "DPS (per slice)",
           "dds_2d": "2D-only diffusion", "diffusion_mbir": "DiffusionMBIR", "dds": "DDS"}
 
 

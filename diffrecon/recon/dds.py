@@ -78,7 +78,7 @@ class DDS(DiffusionSolver):
         noise_mixing: ``"dds"`` or ``"ddim"`` (module docstring).
         backprojector: ``"exact"`` (Aᵀ) or ``"reference"`` (π/(2N)·Aᵀ, the reference code's CT "AT", so
             its λ, ρ can be used unchanged).
-        clip_x0: clamp Tweedie's estimate :math:`\hat z_0` to the prior's data range before the data
+        clip_x0: clamp Tweedie's estimate ẑ₀ to the prior's data range before the data
             consistency (guided-diffusion's ``clip_denoised``; not in the DDS paper, off by default).
         seed, chunk_size, image_scale, progress, on_step: see
             :class:`~diffrecon.recon.sampler.DiffusionSolver`.
