@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--method", choices=sorted(SOLVERS), default="dds")
     p.add_argument("--prior", default="head-64", help="bundled prior name or checkpoint path")
     p.add_argument("--views", type=int, nargs="+", default=[8])
+    p.add_argument("--limited-angle", type=float, default=None, metavar="DEGREES",
+                   help="limited-angle CT over [0, DEGREES) at 1-degree steps instead of --views")
     p.add_argument("--lam-mult", type=float, nargs="+", default=[1.0])
     p.add_argument("--rho-mult", type=float, nargs="+", default=[1.0])
     p.add_argument("--tv-axes", nargs="+", default=["z"], help="z (paper) and/or all")
@@ -62,22 +64,24 @@ def main() -> None:
     truth, _ = sample_volume()
     if args.slices:
         truth = truth[:, :, args.slices[0]:args.slices[1]].contiguous()
-    for views in args.views:
-        prob = ct_problem(truth, views, slice_axis=2)
-        base = cls.paper_ct(prior, n_views=views)
+    for views in ([None] if args.limited_angle else args.views):
+        prob = ct_problem(truth, views or 8, slice_axis=2, limited_angle_degrees=args.limited_angle)
+        views = prob.n_views
+        la = {"limited_angle": True} if args.limited_angle and args.method == "dds" else {}
+        base = cls.paper_ct(prior, n_views=views, **la)
         grid = itertools.product(args.lam_mult, args.rho_mult, args.tv_axes, steps, cg_iters, args.eta, args.snr,
                                  args.clip_x0)
         for lam_m, rho_m, axes, n, cg, eta, snr, clip in grid:
             kw = dict(lam=base.lam * lam_m, rho=base.rho * rho_m, tv_axes="all" if axes == "all" else (axes,),
                       steps=n, cg_iter=cg, seed=args.seed, progress=False)
             kw.update(eta=eta, clip_x0=bool(clip)) if args.method == "dds" else kw.update(snr=snr)
-            solver = cls.paper_ct(prior, n_views=views, **kw)
+            solver = cls.paper_ct(prior, n_views=views, **la, **kw)
             t0 = time.perf_counter()
             x, rec = solver(prob.y, prob.operator)
             sec = time.perf_counter() - t0
             m = plane_metrics(x, truth, PLANES)
             mean = float(np.mean(list(m["psnr"].values())))
-            row = {"method": args.method, "views": views, "lam_mult": lam_m, "rho_mult": rho_m, "tv_axes": axes,
+            row = {"method": args.method, "views": views, "limited_angle": args.limited_angle, "lam_mult": lam_m, "rho_mult": rho_m, "tv_axes": axes,
                    "steps": n, "cg_iter": cg,
                    **({"eta": eta, "clip_x0": bool(clip)} if args.method == "dds" else {"snr": snr}),
                    "slices": args.slices, "psnr_mean": round(mean, 3),
