@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from diffrecon.commands.hsi import rank_arg  # noqa: E402
 from diffrecon.datasets.hsi import semi_synthetic_cube  # noqa: E402
 from diffrecon.io.hsi import cube_to_tensor  # noqa: E402
 from diffrecon.metrics import hsi_metrics  # noqa: E402
@@ -254,18 +255,6 @@ def markdown(results, scale_rows, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rank_arg(v: str):
-    if v == "auto":
-        return v
-    try:
-        r = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', found {v!r}") from None
-    if r < 1:
-        raise argparse.ArgumentTypeError(f"rank must be >= 1, found {r}")
-    return r
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -284,7 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--network", default="auto", choices=["auto", "paper", "lite"])
     p.add_argument(
         "--rank",
-        type=_rank_arg,
+        type=rank_arg,
         default=10,
         help="DDS2M rank R: an integer (paper: 10) or 'auto' (Marchenko-Pastur rank of the measurement)",
     )

@@ -67,7 +67,7 @@ def add_parser(sub) -> None:
     r.add_argument("--eta-b", type=float, default=None, help="DDS2M: eta_B (default 1)")
     r.add_argument(
         "--rank",
-        type=_rank_arg,
+        type=rank_arg,
         default="auto",
         help="DDS2M: rank R of VS2M, an integer (the paper uses 10) or 'auto' (default): the "
         "Marchenko-Pastur signal rank of the input for denoise/sr, the paper's 10 for inpaint; "
@@ -105,7 +105,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _rank_arg(value: str):
+def rank_arg(value: str):
     """``--rank``: 'auto' or a positive integer."""
     import argparse
 
