@@ -185,7 +185,8 @@ class DDS(DiffusionSolver):
         the reference's unnormalised FFT and its 1/n-scaled inverse cancel in ½‖Ax − y‖²) with
         λ = 5·10⁻⁵, i.e. a shrink threshold λ/ρ = 0.005 like the CT setting's 0.004. DiffusionMBIR's own
         λ = 0.005 (threshold 0.5) belongs to its 2000 small steps; with DDS's 50 steps the dual variable
-        accumulates and it costs 6 dB on the 4× head problem (``benchmarks/mbir_quality.py``, mri-u4:
+        accumulates and it costs 6 dB on the 4× head problem (mri-u4; the probe is in
+        ``docs/diffusion-mbir-dds.md``:
         λ = 0.005 → 29.5 / 30.5 / 30.4 dB, 5·10⁻⁵ → 35.9 / 36.5 / 36.0, 5·10⁻⁶ → 35.5 / 36.1 / 35.6;
         pass ``lam=0.005`` for the borrowed value). ``mode="2d"`` is the released multi-coil script
         (per slice, σ_y = 0.01, (I + γAᵀA) with γ = 1).
