@@ -200,6 +200,15 @@ def _pixel_grid(shape2d: tuple[int, int], dtype, device) -> tuple[Tensor, Tensor
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
+
+def _batched(data, shape: tuple[int, ...], what: str) -> tuple[Tensor, torch.Size]:
+    """Checked data as a float32/float64 batch ``(prod(lead), *shape)``, and its leading dims ``lead``."""
+    x = _check_data(data, shape, what)
+    x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    lead = x.shape[: x.ndim - len(shape)]
+    return x.reshape(math.prod(lead), *shape), lead
+
+
 def fbp(sinogram: Tensor | np.ndarray, operator: object, filter: str = "ramp", *,
         frequency_cutoff: float = 1.0) -> Tensor:
     """Filtered back projection for parallel-beam and fan-beam (flat detector) data; FDK for cone beam.
@@ -233,13 +242,8 @@ def fbp(sinogram: Tensor | np.ndarray, operator: object, filter: str = "ramp", *
     if isinstance(geom, ConeGeometry):
         return fdk(sinogram, geom, filter, frequency_cutoff=frequency_cutoff)
     name = check_filter(filter)
-    sino = _check_data(sinogram, geom.sinogram_shape, "fbp sinogram")
-    dtype = torch.float64 if sino.dtype == torch.float64 else torch.float32
-    sino = sino.to(dtype)
-    lead = sino.shape[:-2]
-    batch = math.prod(lead)
-    sino = sino.reshape(batch, *geom.sinogram_shape)
-    device = sino.device
+    sino, lead = _batched(sinogram, geom.sinogram_shape, "fbp sinogram")
+    dtype, device = sino.dtype, sino.device
     n_angles, n_det = geom.sinogram_shape
     spacing = geom.detector_spacing
     u = torch.as_tensor(geom.detector_offsets(), dtype=torch.float64)
@@ -281,13 +285,8 @@ def fdk(projections: Tensor | np.ndarray, operator_or_geometry: object, filter: 
         raise GeometryError(f"fdk: expected a cone-beam geometry (ConeBeam3D or ConeGeometry), found "
                             f"{geom.kind!r}; use fbp for 2D geometries")
     name = check_filter(filter)
-    proj = _check_data(projections, geom.projection_shape, "fdk projections")
-    dtype = torch.float64 if proj.dtype == torch.float64 else torch.float32
-    proj = proj.to(dtype)
-    lead = proj.shape[:-3]
-    batch = math.prod(lead)
-    proj = proj.reshape(batch, *geom.projection_shape)
-    device = proj.device
+    proj, lead = _batched(projections, geom.projection_shape, "fdk projections")
+    dtype, device = proj.dtype, proj.device
     n_rows, n_cols = geom.detector_shape
     s_row, s_col = geom.detector_spacing
     s, d = geom.source_distance, geom.detector_distance
