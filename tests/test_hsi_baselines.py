@@ -8,13 +8,7 @@ from diffrecon.metrics import mpsnr
 from diffrecon.operators.hsi import Inpainting, SpatialSR, add_gaussian_noise, random_voxel_mask
 from diffrecon.recon import hsi_baselines as hb
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cube(h=32, w=24, b=8):

@@ -10,13 +10,7 @@ from diffrecon.cli import main
 from diffrecon.io.hsi import load_cube, make_cube, save_cube
 from diffrecon.operators.hsi import add_gaussian_noise
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _noisy(tmp_path, h=20, w=16, b=5, nan_frac=0.0):
