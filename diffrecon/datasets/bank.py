@@ -53,10 +53,15 @@ def build_bank(
     shard_volumes: int = 20,
     include_real: bool = True,
     log=print,
+    workers: int = 1,
 ) -> pathlib.Path:
     """Generate ``volumes`` synthetic heads (:func:`synth_head`) plus the real MNI152 templates and
-    write their slices as shards. Existing shards are kept, so an interrupted build resumes."""
-    from .synth import load_mni_maps, real_mni_heads, synth_head
+    write their slices as shards. Existing shards are kept, so an interrupted build resumes.
+
+    Shard ``k`` is generated from its own generator ``default_rng([seed, k])``, so the bank is the
+    same whatever ``workers`` (parallel processes, one shard each at a time) is.
+    """
+    from .synth import load_mni_maps, real_mni_heads
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,21 +70,19 @@ def build_bank(
         real = np.concatenate([volume_slices(v) for v in real_mni_heads(size)], 0)
         np.save(out / "shard-real.npy", real.astype(np.float16))
     n_shards = (volumes + shard_volumes - 1) // shard_volumes
+    missing = [k for k in range(n_shards) if not (out / f"shard-{k:05d}.npy").exists()]
+    jobs = [(out, k, min(shard_volumes, volumes - k * shard_volumes), seed, size) for k in missing]
     t0 = time.time()
-    for k in range(n_shards):
-        f = out / f"shard-{k:05d}.npy"
-        if f.exists():
-            continue
-        rng = np.random.default_rng([seed, k])
-        sl = []
-        for _ in range(min(shard_volumes, volumes - k * shard_volumes)):
-            v, _ = synth_head(maps, rng, size=size)
-            sl.append(volume_slices(v))
-        arr = np.concatenate(sl, 0).astype(np.float16)
-        tmp = out / f".tmp-{k:05d}.npy"
-        np.save(tmp, arr)
-        tmp.rename(f)
-        log(f"shard {k + 1}/{n_shards}: {arr.shape[0]} slices ({time.time() - t0:.0f} s)")
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            for i, (k, n) in enumerate(pool.imap_unordered(_write_shard, jobs), 1):
+                log(f"shard {k + 1}/{n_shards}: {n} slices ({i}/{len(jobs)} done, {time.time() - t0:.0f} s)")
+    else:
+        for i, job in enumerate(jobs, 1):
+            k, n = _write_shard(job, maps)
+            log(f"shard {k + 1}/{n_shards}: {n} slices ({i}/{len(jobs)} done, {time.time() - t0:.0f} s)")
     meta = {
         "volumes": volumes,
         "seed": seed,
@@ -94,6 +97,24 @@ def build_bank(
     return out
 
 
+def _write_shard(job, maps=None) -> tuple[int, int]:
+    """Generate shard ``k`` (``count`` synthetic heads) and write it atomically; returns (k, slices)."""
+    from .synth import load_mni_maps, synth_head
+
+    out, k, count, seed, size = job
+    if maps is None:
+        import torch
+
+        torch.set_num_threads(1)
+        maps = load_mni_maps(2)
+    rng = np.random.default_rng([seed, k])
+    arr = np.concatenate([volume_slices(synth_head(maps, rng, size=size)[0]) for _ in range(count)], 0)
+    tmp = out / f".tmp-{k:05d}.npy"
+    np.save(tmp, arr.astype(np.float16))
+    tmp.rename(out / f"shard-{k:05d}.npy")
+    return k, arr.shape[0]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="build a 2D slice bank of synthetic + MNI152 heads")
     p.add_argument("--out", required=True)
@@ -101,11 +122,12 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (same bank for any number)")
     a = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
-    build_bank(a.out, a.volumes, a.seed, a.size)
+    build_bank(a.out, a.volumes, a.seed, a.size, workers=a.workers)
 
 
 if __name__ == "__main__":

@@ -374,6 +374,11 @@ def _train_diffusion(
         if is_main:
             print_fn(f"resumed {stage} from step {step} ({run}/{prefix}.json)")
     info.setdefault("history", [])
+    live = model.state_dict()
+    floating = [k for k, v in live.items() if torch.is_floating_point(v)]
+    others = [k for k in live if k not in set(floating)]
+    ema_float, live_float = [ema[k] for k in floating], [live[k] for k in floating]
+    ema_other, live_other = [ema[k] for k in others], [live[k] for k in others]
     val_x = source.val if source.val.shape[0] else source.train[:64]
     if encode is not None:
         with torch.no_grad():
@@ -383,6 +388,7 @@ def _train_diffusion(
     t_start = time.time()
     last_ckpt = time.time()
     losses = []
+    keep_losses = max(cfg.val_every or 0, cfg.log_every, 50)
     pbar = None
     if progress and is_main:
         from tqdm.auto import tqdm
@@ -464,19 +470,16 @@ def _train_diffusion(
         else:
             opt.step()
         step += 1
-        d = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                if torch.is_floating_point(v):
-                    ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
-                else:
-                    ema[k].copy_(v)
-        losses.append(float(loss.detach()))
+        _ema_update(ema_float, live_float, ema_other, live_other, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        # losses stay on the device between log events: no host synchronisation per step
+        losses.append(loss.detach())
         info["train_seconds"] = old_secs + (time.time() - t_start)
         if pbar is not None:
             pbar.update(1)
-            pbar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % cfg.log_every == 0:
+            losses = [float(v) for v in losses[-keep_losses:]]
+            if pbar is not None:
+                pbar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             log(
                 event="train",
                 stage=stage,
@@ -489,6 +492,7 @@ def _train_diffusion(
         if is_main and cfg.val_every and step % cfg.val_every == 0:
             eval_prior.network.load_state_dict(ema)
             res = validate(eval_prior, val_x, cfg.val_levels) if encode is None else []
+            losses = [float(v) for v in losses[-keep_losses:]]
             rec = {
                 "step": step,
                 "seconds": round(info["train_seconds"], 1),
@@ -514,8 +518,17 @@ def _train_diffusion(
     if pbar is not None:
         pbar.close()
     info["step"] = step
-    info["final_loss"] = float(np.mean(losses[-50:])) if losses else None
+    info["final_loss"] = float(np.mean([float(v) for v in losses[-50:]])) if losses else None
     return info
+
+
+@torch.no_grad()
+def _ema_update(ema_float, live_float, ema_other, live_other, decay: float) -> None:
+    """``ema ← decay·ema + (1 − decay)·live`` for floating tensors (one fused call per list), copy the rest."""
+    if ema_float:
+        torch._foreach_lerp_(ema_float, live_float, 1.0 - decay)
+    for e, v in zip(ema_other, live_other):
+        e.copy_(v)
 
 
 def _train_latent(cfg, source, run, resume, device, progress, time_limit_s, export, log, is_main, print_fn):
