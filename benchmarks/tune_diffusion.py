@@ -53,6 +53,7 @@ def main() -> None:
                    help="reconstruct only axial slices START..STOP-1 (quick probes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--chunk-size", type=int, default=None, help="slices per network call (default: solver's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the measurements are simulated there too)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
     args = p.parse_args()
@@ -77,6 +78,8 @@ def main() -> None:
         for lam_m, rho_m, axes, n, cg, eta, snr, clip in grid:
             kw = dict(lam=base.lam * lam_m, rho=base.rho * rho_m, tv_axes="all" if axes == "all" else (axes,),
                       steps=n, cg_iter=cg, seed=args.seed, progress=False)
+            if args.chunk_size:
+                kw["chunk_size"] = args.chunk_size
             kw.update(eta=eta, clip_x0=bool(clip)) if args.method == "dds" else kw.update(snr=snr)
             solver = cls.paper_ct(prior, n_views=views, **la, **kw)
             t0 = time.perf_counter()

@@ -3,7 +3,9 @@
 A run folder (``runs/head64``) holds ``state.safetensors`` (model, EMA and AdamW moments; ~43 MB for
 head-64) which is over the repository's 20 MB-per-file limit. ``pack`` splits its tensors by prefix
 into shards of at most ``--max-mb`` each under ``training_state/<run>/`` together with the small JSON
-files; ``unpack`` merges them back into a run folder that ``diffrecon train-prior --resume`` accepts.
+files; ``unpack`` merges them back into a run folder that ``diffrecon train-prior --resume`` accepts
+and writes the run's EMA prior (``ema_prior.{safetensors,json}``, loadable by ``diffrecon.priors.load``)
+from the state, so a state trained elsewhere can be exported without its slice bank.
 
     python scripts/training_state.py pack runs/head64 training_state/head64
     python scripts/training_state.py unpack training_state/head64 runs/head64
@@ -56,7 +58,31 @@ def unpack(packed: pathlib.Path, run: pathlib.Path) -> None:
     for f in SMALL_FILES:
         if (packed / f).exists():
             shutil.copy2(packed / f, run / f)
+    write_ema_prior(run, tensors)
     print(f"restored {run} ({len(tensors)} tensors); resume with: diffrecon train-prior --out {run} --resume")
+
+
+def write_ema_prior(run: pathlib.Path, tensors: dict | None = None) -> None:
+    """Write ``run/ema_prior`` from the EMA tensors of ``run/state.safetensors`` (what a checkpoint of
+    ``train-prior`` writes, with the same training record)."""
+    from diffrecon.priors.checkpoint import load_state_dict_strict, save_prior
+    from diffrecon.priors.train import TrainConfig, build_prior
+
+    info = json.loads((run / "state.json").read_text())
+    cfg = TrainConfig(**info["config"])
+    tensors = tensors if tensors is not None else load_file(run / "state.safetensors")
+    prior = build_prior(cfg)
+    ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+    load_state_dict_strict(prior.network, ema, f"{run}/state.safetensors (EMA)")
+    history = info.get("history") or []
+    prior.config["training"] = {
+        "steps": info.get("step"),
+        "seconds": round(info.get("train_seconds", 0.0), 1),
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "last_validation": history[-1] if history else None,
+    }
+    save_prior(prior, run / "ema_prior")
 
 
 def main() -> None:

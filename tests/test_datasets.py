@@ -70,3 +70,16 @@ def test_synth_head_and_bank(tmp_path):
     arr = load_bank(out)
     assert arr.dtype == np.float16 and arr.shape[1:] == (32, 32) and len(arr) > 15
     assert (out / "bank.json").exists()
+
+
+@pytest.mark.slow
+def test_bank_is_the_same_with_parallel_workers(tmp_path):
+    """Each shard has its own seeded generator, so parallel processes write the very same bank."""
+    pytest.importorskip("nilearn")
+    kw = dict(volumes=2, size=32, shard_volumes=1, include_real=False, log=lambda *_: None)
+    serial = build_bank(tmp_path / "serial", workers=1, **kw)
+    parallel = build_bank(tmp_path / "parallel", workers=2, **kw)
+    for k in range(2):
+        a = np.load(serial / f"shard-{k:05d}.npy")
+        b = np.load(parallel / f"shard-{k:05d}.npy")
+        assert np.array_equal(a, b), f"shard {k} differs"

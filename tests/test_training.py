@@ -253,3 +253,26 @@ def test_cli_from_nifti(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train-prior", "--out", str(tmp_path / "x"), "--kind", "nope"])
     assert main(["train-prior", "--out", str(tmp_path / "y"), "--data", str(tmp_path / "missing")]) == 1
+
+
+def test_training_state_pack_unpack_restores_run_and_ema_prior(tmp_path):
+    """scripts/training_state.py: git-sized shards round-trip the state, and unpack rebuilds the EMA prior."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "training_state.py"
+    spec = importlib.util.spec_from_file_location("training_state", path)
+    ts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ts)
+
+    train(_cfg(steps=6), SliceSource(_blobs(24)[:, None]), tmp_path / "run", progress=False)
+    ts.pack(tmp_path / "run", tmp_path / "packed", max_mb=0.02)
+    assert len(list((tmp_path / "packed").glob("state-*.safetensors"))) > 1
+    ts.unpack(tmp_path / "packed", tmp_path / "restored")
+    a = load_safetensors(tmp_path / "run" / "state.safetensors")
+    b = load_safetensors(tmp_path / "restored" / "state.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    original, rebuilt = load(tmp_path / "run" / "ema_prior"), load(tmp_path / "restored" / "ema_prior")
+    for k, v in original.network.state_dict().items():
+        assert torch.equal(v, rebuilt.network.state_dict()[k]), k
+    assert rebuilt.config["training"]["steps"] == 6

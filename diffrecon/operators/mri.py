@@ -189,6 +189,9 @@ class _CartesianMRI(LinearOperator):
                 )
             n_slices = requested_slices
         mask_t, n_slices = _normalise_mask(mask, grid, n_slices, name)
+        # everything lives where the coil maps are (a CPU mask with CUDA maps is moved there)
+        device = maps.device if maps is not None else mask_t.device
+        mask_t = mask_t.to(device)
         # shared maps (C, *grid) with a slice axis in the domain broadcast over it; no copy is made
         lead = (n_slices,) if n_slices is not None else ()
         coil = (n_coils,) if n_coils is not None else ()
@@ -208,7 +211,7 @@ class _CartesianMRI(LinearOperator):
             pre = maps
             post = mask_t.to(torch.float32)
         else:
-            chk = _fft.checkerboard(grid, dtype=torch.float32)
+            chk = _fft.checkerboard(grid, dtype=torch.float32, device=device)
             pre = chk if maps is None else maps * chk.to(maps.dtype)
             post = mask_t.to(torch.float32) * (_fft.shift_sign(grid) * chk)
         self.register_buffer("_pre", None if pre is None else pre.contiguous(), persistent=False)
