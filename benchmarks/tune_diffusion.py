@@ -73,8 +73,8 @@ def main() -> None:
         views = prob.n_views
         la = {"limited_angle": True} if args.limited_angle and args.method == "dds" else {}
         base = cls.paper_ct(prior, n_views=views, **la)
-        grid = itertools.product(args.lam_mult, args.rho_mult, args.tv_axes, steps, cg_iters, args.eta, args.snr,
-                                 args.clip_x0)
+        grid = itertools.product(args.lam_mult, args.rho_mult, args.tv_axes, steps, cg_iters, args.eta,
+                                 args.snr, args.clip_x0)
         for lam_m, rho_m, axes, n, cg, eta, snr, clip in grid:
             kw = dict(lam=base.lam * lam_m, rho=base.rho * rho_m, tv_axes="all" if axes == "all" else (axes,),
                       steps=n, cg_iter=cg, seed=args.seed, progress=False)
@@ -89,8 +89,8 @@ def main() -> None:
             sec = time.perf_counter() - t0
             m = plane_metrics(x, truth, PLANES)
             mean = float(np.mean(list(m["psnr"].values())))
-            row = {"method": args.method, "views": views, "limited_angle": args.limited_angle, "lam_mult": lam_m, "rho_mult": rho_m, "tv_axes": axes,
-                   "steps": n, "cg_iter": cg,
+            row = {"method": args.method, "views": views, "limited_angle": args.limited_angle,
+                   "lam_mult": lam_m, "rho_mult": rho_m, "tv_axes": axes, "steps": n, "cg_iter": cg,
                    **({"eta": eta, "clip_x0": bool(clip)} if args.method == "dds" else {"snr": snr}),
                    "slices": args.slices, "psnr_mean": round(mean, 3),
                    **{f"psnr_{k}": round(v, 3) for k, v in m["psnr"].items()},

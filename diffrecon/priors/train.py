@@ -470,7 +470,8 @@ def _train_diffusion(
         else:
             opt.step()
         step += 1
-        _ema_update(ema_float, live_float, ema_other, live_other, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema_float, live_float, ema_other, live_other, decay)
         # losses stay on the device between log events: no host synchronisation per step
         losses.append(loss.detach())
         info["train_seconds"] = old_secs + (time.time() - t_start)
@@ -524,10 +525,10 @@ def _train_diffusion(
 
 @torch.no_grad()
 def _ema_update(ema_float, live_float, ema_other, live_other, decay: float) -> None:
-    """``ema ← decay·ema + (1 − decay)·live`` for floating tensors (one fused call per list), copy the rest."""
+    """``ema ← decay·ema + (1 − decay)·live`` for floating tensors (one fused call), copy the rest."""
     if ema_float:
         torch._foreach_lerp_(ema_float, live_float, 1.0 - decay)
-    for e, v in zip(ema_other, live_other):
+    for e, v in zip(ema_other, live_other, strict=True):
         e.copy_(v)
 
 
