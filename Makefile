@@ -25,6 +25,7 @@ demo: setup
 	$(VENV)/bin/diffrecon demo --out $(DEMO_OUT) --overwrite
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 	$(MAKE) docs
 

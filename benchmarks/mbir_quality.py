@@ -104,7 +104,8 @@ def load_results(path: pathlib.Path) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| problem | method | PSNR axial / coronal / sagittal (dB) | SSIM axial / coronal / sagittal | NFE | seconds |",
+    out = ["| problem | method | PSNR axial / coronal / sagittal (dB) | SSIM axial / coronal / sagittal "
+           "| NFE | seconds |",
            "|---|---|---|---|---|---|"]
     order = {m: i for i, m in enumerate(METHODS)}
     for r in sorted(rows, key=lambda r: (PROBLEMS.index(r["problem"]) if r["problem"] in PROBLEMS else 99,
@@ -139,13 +140,15 @@ def main() -> None:
     p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--prior", default="head-64")
-    p.add_argument("--mbir-steps", type=int, default=100, help="DiffusionMBIR steps (paper 2000; CPU default 100)")
+    p.add_argument("--mbir-steps", type=int, default=100,
+                   help="DiffusionMBIR steps (paper 2000; CPU default 100)")
     p.add_argument("--dps-steps", type=int, default=100, help="DPS steps (paper 1000; CPU default 100)")
     p.add_argument("--results", default="runs/mbir_quality.jsonl", help="JSON-lines results file (resumable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table", action="store_true", help="print the markdown table of --results and exit")
-    p.add_argument("--montage", nargs=2, metavar=("PROBLEM", "PNG"), help="draw one problem's montage and exit")
+    p.add_argument("--montage", nargs=2, metavar=("PROBLEM", "PNG"),
+                   help="draw one problem's montage and exit")
     args = p.parse_args()
     results = pathlib.Path(args.results)
     if args.table:

@@ -64,16 +64,19 @@ def main() -> None:
             sec = time.perf_counter() - t0
             m = plane_metrics(x, truth, planes)
             mean = float(np.mean(list(m["psnr"].values())))
-            row = {"volume": args.volume, "views": views, "lam_rel": lam_rel, "rho": rho, "iters": args.iters, "cg_iters": args.cg_iters,
+            row = {"volume": args.volume, "views": views, "lam_rel": lam_rel, "rho": rho, "iters": args.iters,
+                   "cg_iters": args.cg_iters,
                    "psnr_mean": round(mean, 3), **{f"psnr_{k}": round(v, 3) for k, v in m["psnr"].items()},
                    "seconds": round(sec, 1)}
             print(json.dumps(row) if args.json else
                   f"views {views:>3}  lam_rel {lam_rel:<7g} rho {rho:<6g} PSNR mean {mean:6.2f} dB "
-                  f"(ax {m['psnr']['axial']:.2f} / cor {m['psnr']['coronal']:.2f} / sag {m['psnr']['sagittal']:.2f})"
+                  f"(ax {m['psnr']['axial']:.2f} / cor {m['psnr']['coronal']:.2f} "
+                  f"/ sag {m['psnr']['sagittal']:.2f})"
                   f"  {sec:.1f} s", flush=True)
             if best is None or mean > best[0]:
                 best = (mean, lam_rel, rho)
-        print(f"best for {views} views: lam_rel={best[1]:g}, rho={best[2]:g} ({best[0]:.2f} dB mean PSNR)", flush=True)
+        print(f"best for {views} views: lam_rel={best[1]:g}, rho={best[2]:g} ({best[0]:.2f} dB mean PSNR)",
+              flush=True)
 
 
 if __name__ == "__main__":

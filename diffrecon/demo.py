@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +72,8 @@ def phantom_volume(size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def demo_volume(name: str = "sample", size: int = 64) -> DemoVolume:
-    """The demo's ground truth: ``"sample"`` (the bundled 64³ head) or ``"phantom"`` (Shepp–Logan, ``size``³)."""
+    """The demo's ground truth: ``"sample"`` (the bundled 64³ head) or ``"phantom"``
+    (Shepp–Logan, ``size``³)."""
     if name == "sample":
         from .datasets import sample_volume
 
@@ -146,7 +147,9 @@ def run_demo(
     if not overwrite:
         clash = [f for f in files if (out / f).exists()]
         if clash:
-            raise OutputExistsError(f"{out} already holds {', '.join(clash)}; pass --overwrite to replace them")
+            raise OutputExistsError(
+                f"{out} already holds {', '.join(clash)}; pass --overwrite to replace them"
+            )
     if views < 1:
         raise InputDataError(f"demo: expected at least one view, found {views}")
     device = torch.device(device)
@@ -174,8 +177,8 @@ def run_demo(
                 cfg["steps"] = int(steps[m])
             base = classes[m].paper_ct(net, n_views=views)
             lam, rho = base.lam * cfg.pop("lam_mult"), base.rho * cfg.pop("rho_mult")
-            solvers[m] = classes[m].paper_ct(net, n_views=views, lam=lam, rho=rho, seed=seed, progress=progress,
-                                             **cfg)
+            solvers[m] = classes[m].paper_ct(net, n_views=views, lam=lam, rho=rho, seed=seed,
+                                             progress=progress, **cfg)
             solvers[m]._validate(torch.zeros(op.out_shape, device=device), op)
     sim = simulate_ct(truth, geom, slice_axis=vol.slice_axis, noise=noise, seed=seed)
     log(f"simulated {views}-view parallel-beam CT of {vol.name} {tuple(truth.shape)} (noise {noise})")
@@ -220,8 +223,8 @@ def run_demo(
         save_nifti(out / f"{name}.nii.gz", volumes[name], vol.affine, overwrite=overwrite)
     save_sinogram(out / "sinogram.npz", sim.sinogram, geom,
                   {"modality": "ct", "slice_axis": vol.slice_axis, "volume_shape": list(truth.shape),
-                   "affine": vol.affine, "noise_relative": noise, "noise_sigma": sim.noise_sigma, "seed": seed,
-                   "source": vol.name},
+                   "affine": vol.affine, "noise_relative": noise, "noise_sigma": sim.noise_sigma,
+                   "seed": seed, "source": vol.name},
                   overwrite=overwrite)
     titles = {n: f"{n}\n{np.mean(list(r['psnr'].values())):.1f} dB" for n, r in results.items()}
     save_montage(out / "montage.png", volumes, reference="truth", planes=vol.planes, titles=titles,

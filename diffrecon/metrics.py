@@ -12,7 +12,7 @@ them would dominate a mean of decibels.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -94,7 +94,8 @@ def plane_metrics(
         ps, ss = [], []
         for k in range(ref.shape[axis]):
             r = np.take(ref, k, axis=axis)
-            if np.mean(r - ref.min() > object_level * rng) < min_object_fraction or r.max() - ref.min() <= 1e-6 * rng:
+            if (np.mean(r - ref.min() > object_level * rng) < min_object_fraction
+                    or r.max() - ref.min() <= 1e-6 * rng):
                 continue
             e = np.take(x, k, axis=axis)
             ps.append(psnr(e, r, rng))

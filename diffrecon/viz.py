@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -12,7 +12,9 @@ from .io.atomic import atomic_path
 from .metrics import DEFAULT_PLANES
 
 
-def _central(vol: np.ndarray, axis: int, superior_axis: int | None, anterior_axis: int | None = None) -> np.ndarray:
+def _central(
+    vol: np.ndarray, axis: int, superior_axis: int | None, anterior_axis: int | None = None
+) -> np.ndarray:
     """Central slice along ``axis``, oriented so the superior direction points up when it is in-plane, and
     the anterior direction points up on axial slices (the slices along ``superior_axis``) when given."""
     img = np.take(vol, vol.shape[axis] // 2, axis=axis)
@@ -56,13 +58,15 @@ def save_montage(
     import matplotlib.pyplot as plt
 
     planes = dict(DEFAULT_PLANES if planes is None else planes)
-    arrays = {k: (v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, np.float32))
+    arrays = {k: (v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor)
+                  else np.asarray(v, np.float32))
               for k, v in volumes.items()}
     ref = arrays.get(reference) if reference else None
     lo = float(ref.min()) if ref is not None else min(float(a.min()) for a in arrays.values())
     hi = float(ref.max()) if ref is not None else max(float(a.max()) for a in arrays.values())
     n_cols = len(planes) * (2 if ref is not None else 1)
-    fig, axes = plt.subplots(len(arrays), n_cols, figsize=(1.9 * n_cols, 1.9 * len(arrays) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(len(arrays), n_cols, figsize=(1.9 * n_cols, 1.9 * len(arrays) + 0.3),
+                             squeeze=False)
     for r, (name, vol) in enumerate(arrays.items()):
         for c, (plane, axis) in enumerate(planes.items()):
             img = _central(vol, axis, superior_axis, anterior_axis)
@@ -76,7 +80,8 @@ def save_montage(
                 ax_e = axes[r, len(planes) + c]
                 if name != reference:
                     err = np.abs(img - _central(ref, axis, superior_axis, anterior_axis))
-                    ax_e.imshow(err, cmap="inferno", vmin=0, vmax=error_scale * (hi - lo), interpolation="nearest")
+                    ax_e.imshow(err, cmap="inferno", vmin=0, vmax=error_scale * (hi - lo),
+                                interpolation="nearest")
                 if r == 0:
                     ax_e.set_title(f"|error| {plane}", fontsize=9)
     for ax in axes.ravel():

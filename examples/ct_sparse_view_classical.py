@@ -44,8 +44,8 @@ def main() -> None:
         print(f"{name:8s} PSNR axial {psnr['axial']:.2f}  coronal {psnr['coronal']:.2f}  "
               f"sagittal {psnr['sagittal']:.2f} dB")
     out = pathlib.Path(args.out)
-    save_montage(out / "ct_classical.png", {"truth": volume, "fbp": x_fbp, "admm_tv": x_tv}, reference="truth",
-                 overwrite=True)
+    save_montage(out / "ct_classical.png", {"truth": volume, "fbp": x_fbp, "admm_tv": x_tv},
+                 reference="truth", overwrite=True)
     print(f"saved {out / 'ct_classical.png'}")
 
 

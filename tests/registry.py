@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import importlib
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -1,9 +1,9 @@
 """Conformance entries for the algebra and elementary operators."""
 
 import torch
+from registry import OperatorCase, register
 
 from diffrecon.operators import FiniteDifference, Identity, LinearOperator, Mask, SliceWise, VStack
-from registry import OperatorCase, register
 
 
 class _Dense(LinearOperator):
@@ -49,7 +49,7 @@ def _(dtype, device):
 @register("Mask")
 def _(dtype, device):
     g = torch.Generator().manual_seed(0)
-    return OperatorCase(Mask((torch.rand(4, 5, generator=g) > 0.5)).to(device))
+    return OperatorCase(Mask(torch.rand(4, 5, generator=g) > 0.5).to(device))
 
 
 @register("FiniteDifference-neumann")

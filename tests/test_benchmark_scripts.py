@@ -22,9 +22,11 @@ def test_mbir_quality_table_orders_problems_and_methods(tmp_path):
     rows = [
         {"problem": "ct-sv4", "method": "dds", "psnr": {"axial": 23.1, "coronal": 23.2, "sagittal": 22.0},
          "ssim": {"axial": 0.66, "coronal": 0.72, "sagittal": 0.68}, "nfe": 50, "seconds": 218.0},
-        {"problem": "ct-sv8", "method": "admm_tv", "psnr": {"axial": 24.4, "coronal": 23.85, "sagittal": 23.07},
+        {"problem": "ct-sv8", "method": "admm_tv",
+         "psnr": {"axial": 24.4, "coronal": 23.85, "sagittal": 23.07},
          "ssim": {"axial": 0.669, "coronal": 0.702, "sagittal": 0.685}, "nfe": 0, "seconds": 42.0},
-        {"problem": "ct-sv8", "method": "baseline", "psnr": {"axial": 18.5, "coronal": 18.8, "sagittal": 19.3},
+        {"problem": "ct-sv8", "method": "baseline",
+         "psnr": {"axial": 18.5, "coronal": 18.8, "sagittal": 19.3},
          "ssim": {"axial": 0.53, "coronal": 0.51, "sagittal": 0.56}, "nfe": 0, "seconds": 0.1},
     ]
     results = tmp_path / "r.jsonl"

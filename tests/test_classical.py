@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from registry_basic import _Dense2D
 
 from diffrecon import InputDataError
 from diffrecon.operators import FiniteDifference, Identity, Mask
 from diffrecon.recon import ADMMTV, admm_tv, cg, soft_threshold
-from registry_basic import _Dense2D
 
 
 def _piecewise_constant(shape=(12, 12)):

@@ -42,7 +42,8 @@ def test_simulate_then_reconstruct_keeps_affine(tmp_path, volume_file, capsys):
 def test_same_seed_same_sinogram(tmp_path, volume_file):
     src, _ = volume_file
     for name in ("a", "b"):
-        assert main(["simulate", str(src), str(tmp_path / f"{name}.npz"), "--noise", "0.05", "--seed", "7"]) == 0
+        assert main(["simulate", str(src), str(tmp_path / f"{name}.npz"),
+                     "--noise", "0.05", "--seed", "7"]) == 0
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     np.testing.assert_array_equal(a["sinogram"], b["sinogram"])
 
@@ -79,15 +80,18 @@ def test_cli_errors_are_clear(tmp_path, volume_file, capsys, argv, message):
 
 def test_demo_writes_all_outputs(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--volume", "phantom", "--size", "16", "--views", "8", "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--volume", "phantom", "--size", "16", "--views", "8",
+                 "--quiet"]) == 0
     for f in ("truth.nii.gz", "sinogram.npz", "fbp.nii.gz", "admm_tv.nii.gz", "montage.png", "metrics.json"):
         assert (out / f).exists(), f
     m = json.loads((out / "metrics.json").read_text())
     for name in ("fbp", "admm_tv"):
         entry = m["methods"][name]
-        assert set(entry["psnr"]) == {"axial", "coronal", "sagittal"} and set(entry["ssim"]) == set(entry["psnr"])
+        assert (set(entry["psnr"]) == {"axial", "coronal", "sagittal"}
+                and set(entry["ssim"]) == set(entry["psnr"]))
         assert entry["seconds"] >= 0 and "nfe" in entry
-    assert np.mean(list(m["methods"]["admm_tv"]["psnr"].values())) > np.mean(list(m["methods"]["fbp"]["psnr"].values()))
+    assert (np.mean(list(m["methods"]["admm_tv"]["psnr"].values()))
+            > np.mean(list(m["methods"]["fbp"]["psnr"].values())))
     # refuses to clobber without --overwrite
     assert main(["demo", "--out", str(out), "--volume", "phantom", "--size", "16", "--quiet"]) == 1
 
@@ -99,7 +103,8 @@ def test_demo_head_volume_with_diffusion_methods(tmp_path):
             "--mbir-steps", "2", "--quiet"]
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["settings"]["slice_axis"] == 2 and m["settings"]["planes"] == {"axial": 2, "coronal": 1, "sagittal": 0}
+    assert (m["settings"]["slice_axis"] == 2
+            and m["settings"]["planes"] == {"axial": 2, "coronal": 1, "sagittal": 0})
     assert m["methods"]["dds"]["nfe"] == 2 and m["methods"]["diffusion_mbir"]["nfe"] == 3
     for name in ("fbp", "dds", "diffusion_mbir"):
         entry = m["methods"][name]
@@ -107,7 +112,8 @@ def test_demo_head_volume_with_diffusion_methods(tmp_path):
         assert all(np.isfinite(v) for v in entry["psnr"].values()) and entry["peak_memory_mb"] > 0
     assert m["methods"]["dds"]["settings"]["prior"] == "head-64"
     # the sinogram it wrote reconstructs with the CLI (slice axis and affine carried over)
-    assert main(["reconstruct", str(out / "sinogram.npz"), str(tmp_path / "fbp.nii.gz"), "--method", "fbp"]) == 0
+    assert main(["reconstruct", str(out / "sinogram.npz"), str(tmp_path / "fbp.nii.gz"),
+                 "--method", "fbp"]) == 0
     import nibabel as nib
 
     a = nib.load(str(tmp_path / "fbp.nii.gz"))
@@ -118,7 +124,8 @@ def test_demo_head_volume_with_diffusion_methods(tmp_path):
 
 def test_demo_rejects_a_prior_of_the_wrong_size_before_work(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--volume", "phantom", "--size", "16", "--methods", "dds", "--quiet"])
+    rc = main(["demo", "--out", str(out), "--volume", "phantom", "--size", "16", "--methods", "dds",
+               "--quiet"])
     assert rc == 1 and not out.exists()
     assert "64×64" in capsys.readouterr().err
 

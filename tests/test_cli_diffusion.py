@@ -47,8 +47,8 @@ def test_mbir_resume_from_a_saved_state_gives_the_uninterrupted_result(sinogram,
     full = tmp_path / "full.nii.gz"
     assert main(base[:2] + [str(full)] + base[2:]) == 0
     # an interrupted run: the state after the first step only (written with --save-every 1, then cut)
-    from diffrecon.priors import load
     from diffrecon.io import load_sinogram
+    from diffrecon.priors import load
     from diffrecon.recon.mbir import DiffusionMBIR
 
     data = load_sinogram(sinogram)
@@ -92,7 +92,8 @@ def test_limited_angle_sinogram_gets_the_limited_angle_weights(tmp_path):
     from diffrecon.recon.sampler import exact_equivalent
 
     lam, _ = exact_equivalent(0.4, 10.0, 90)  # DDS's limited-angle λ = 0.4 (sparse view: 0.04)
-    assert json.loads((tmp_path / "la_dds.json").read_text())["solver"]["settings"]["lam"] == pytest.approx(lam)
+    assert (json.loads((tmp_path / "la_dds.json").read_text())["solver"]["settings"]["lam"]
+            == pytest.approx(lam))
 
 
 def test_dds_on_multicoil_kspace(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from registry import load_all
 
 OPERATORS = load_all()

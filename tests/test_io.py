@@ -134,6 +134,7 @@ def test_sinogram_errors(tmp_path):
     ],
 )
 def test_geometry_validation(kwargs, match):
-    args = {"image_shape": (6, 5), "angles": sparse_angles(3), "n_detectors": 9, "detector_spacing": 1.0, **kwargs}
+    args = {"image_shape": (6, 5), "angles": sparse_angles(3), "n_detectors": 9, "detector_spacing": 1.0,
+            **kwargs}
     with pytest.raises(GeometryError, match=match):
         ParallelGeometry(**args)

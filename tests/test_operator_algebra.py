@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from registry_basic import _Dense, _Dense2D
 
 from diffrecon import InputDataError
 from diffrecon.operators import FiniteDifference, Identity, Mask, SliceWise, VStack
-from registry_basic import _Dense, _Dense2D
 
 
 def test_pinv_solves_least_squares():

@@ -1,1 +1,1 @@
-"""Sub-commands of the ``diffrecon`` CLI: one module each with ``add_parser(subparsers)`` and ``run(args)``."""
+"""Subcommands of the ``diffrecon`` CLI: one module each with ``add_parser(subparsers)`` and ``run(args)``."""

@@ -9,15 +9,16 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("diffusion (--method dds|mbir)")
     g.add_argument("--prior", default="head-64", help="prior name or checkpoint path (default head-64)")
     g.add_argument("--steps", type=int, default=None,
-                   help="sampler steps (default: the paper's, DDS 50, DiffusionMBIR 2000; NFE = steps for DDS, "
-                        "2 x steps - 1 for DiffusionMBIR)")
+                   help="sampler steps (default: the paper's, DDS 50, DiffusionMBIR 2000; "
+                        "NFE = steps for DDS, 2 x steps - 1 for DiffusionMBIR)")
     g.add_argument("--seed", type=int, default=0, help="sampler seed (same seed, same output)")
     g.add_argument("--image-scale", default="1",
                    help="image value at the top of the prior's range (the head prior: the 99.9th-percentile "
                         "intensity); a number, or 'auto' = 99.9th percentile of the FBP / zero-filled image "
                         "(default 1: volumes scaled like the sample volume)")
     g.add_argument("--chunk-size", type=int, default=16, help="slices per network call (default 16)")
-    g.add_argument("--save-state", default=None, help="write the sampler state here (every --save-every steps)")
+    g.add_argument("--save-state", default=None,
+                   help="write the sampler state here (every --save-every steps)")
     g.add_argument("--save-every", type=int, default=5, help="steps between state writes (default 5)")
     g.add_argument("--resume", default=None, help="continue an interrupted run from this state file")
 
@@ -53,8 +54,8 @@ def prepare(args, device, plane_shape):
     ishape = getattr(prior, "image_shape", None)
     if ishape is not None and tuple(ishape[-2:]) != tuple(plane_shape):
         raise InputDataError(
-            f"--prior {args.prior}: the prior was trained on {ishape[-2]}x{ishape[-1]} slices but the data's slices "
-            f"are {plane_shape[0]}x{plane_shape[1]}; resample the data or use a prior of that size"
+            f"--prior {args.prior}: the prior was trained on {ishape[-2]}x{ishape[-1]} slices but the data's "
+            f"slices are {plane_shape[0]}x{plane_shape[1]}; resample the data or use a prior of that size"
         )
     if args.image_scale != "auto":
         image_scale(args.image_scale, None)
@@ -96,7 +97,8 @@ def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=No
 
     scale = image_scale(args.image_scale, rough_image)
     cls = DDS if args.method == "dds" else DiffusionMBIR
-    kw = dict(seed=int(args.seed), image_scale=scale, chunk_size=int(args.chunk_size), progress=not args.quiet)
+    kw = dict(seed=int(args.seed), image_scale=scale, chunk_size=int(args.chunk_size),
+              progress=not args.quiet)
     for opt, key in (("steps", "steps"), ("lam", "lam"), ("rho", "rho"), ("cg_iters", "cg_iter")):
         if getattr(args, opt, None) is not None:
             kw[key] = getattr(args, opt)
@@ -109,5 +111,6 @@ def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=No
         solver = cls.paper_ct(prior, **preset, **kw)
     else:
         solver = cls.paper_mri(prior, **kw)
-    x, rec = solver(y, operator, save_state=args.save_state, save_every=int(args.save_every), resume=args.resume)
+    x, rec = solver(y, operator, save_state=args.save_state, save_every=int(args.save_every),
+                    resume=args.resume)
     return x, {"prior": str(args.prior), "image_scale": scale, "solver": rec.to_dict()}

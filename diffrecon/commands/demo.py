@@ -11,15 +11,17 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="run the sparse-view CT demo and write volumes, a montage and metrics.json",
-        description="Simulate sparse-view parallel-beam CT of the held-out sample head volume and reconstruct it "
-        "with FBP, tuned 3-D ADMM-TV, DDS and DiffusionMBIR (bundled 2-D slice prior); writes NIfTI volumes, "
-        "sinogram.npz, montage.png and metrics.json into --out.",
+        description="Simulate sparse-view parallel-beam CT of the held-out sample head volume and "
+        "reconstruct it with FBP, tuned 3-D ADMM-TV, DDS and DiffusionMBIR (bundled 2-D slice prior); writes "
+        "NIfTI volumes, sinogram.npz, montage.png and metrics.json into --out.",
     )
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p.add_argument("--views", type=int, default=8, help="number of views over [0, 180) degrees (default 8)")
     p.add_argument("--volume", choices=VOLUMES, default="sample",
-                   help="sample: the bundled 64^3 head (default); phantom: 3-D Shepp-Logan (classical methods)")
-    p.add_argument("--size", type=int, default=64, help="phantom size per axis (--volume phantom; default 64)")
+                   help="sample: the bundled 64^3 head (default); "
+                        "phantom: 3-D Shepp-Logan (classical methods)")
+    p.add_argument("--size", type=int, default=64,
+                   help="phantom size per axis (--volume phantom; default 64)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                    help="methods to run (default: all four for the head, fbp and admm_tv for the phantom)")
     p.add_argument("--prior", default="head-64", help="prior name or checkpoint path (default head-64)")

@@ -30,9 +30,12 @@ def run(args) -> int:
     print(f"python      {platform.python_version()} ({platform.platform()})")
     print(f"torch       {torch.__version__} (threads: {torch.get_num_threads()})")
     cuda = torch.cuda.is_available()
-    print(f"cuda        {'yes: ' + ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if cuda else 'no'}")
+    cuda_desc = ("yes: " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+                 if cuda else "no")
+    print(f"cuda        {cuda_desc}")
     for name, extra in [("monai", "core"), ("nibabel", "core"), ("astra", "ct"), ("sigpy", "mri"),
-                        ("h5py", "mri"), ("nilearn", "data"), ("pydicom", "data"), ("diffusers", "diffusers")]:
+                        ("h5py", "mri"), ("nilearn", "data"), ("pydicom", "data"),
+                        ("diffusers", "diffusers")]:
         print(f"{name:<11} {_version(name)}  [{extra}]")
     if importlib.util.find_spec("astra") is not None:
         try:

@@ -16,23 +16,26 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "reconstruct",
         help="reconstruct a volume from measurements",
-        description="Reconstruct a NIfTI volume from a sinogram .npz written by `diffrecon simulate` (or your own, "
-        "see docs) with FBP or 3-D anisotropic ADMM-TV, or an MRI k-space file (.npz or fastMRI-style .h5) with "
-        "zero filling, CG-SENSE or TV-SENSE; either with DDS or DiffusionMBIR and a 2-D slice prior "
-        "(--method dds|mbir --prior NAME, resumable with --save-state/--resume). The output keeps the source volume's affine; a JSON "
-        "record of the run (method, settings, seconds) is written next to it.",
+        description="Reconstruct a NIfTI volume from a sinogram .npz written by `diffrecon simulate` (or "
+        "your own, see docs) with FBP or 3-D anisotropic ADMM-TV, or an MRI k-space file (.npz or "
+        "fastMRI-style .h5) with zero filling, CG-SENSE or TV-SENSE; either with DDS or DiffusionMBIR and a "
+        "2-D slice prior (--method dds|mbir --prior NAME, resumable with --save-state/--resume). The output "
+        "keeps the source volume's affine; a JSON record of the run (method, settings, seconds) is written "
+        "next to it.",
     )
     p.add_argument("input", help="measurement file: sinogram .npz (CT) or k-space .npz/.h5 (MRI)")
     p.add_argument("output", help="output NIfTI volume (.nii.gz)")
     p.add_argument("--method", required=True, choices=sorted(set(CT_METHODS + MRI_METHODS)))
     p.add_argument("--filter", default="ramp", help="FBP filter: ramp, shepp-logan, cosine, hann")
     p.add_argument("--lam", type=float, default=None,
-                   help="regularisation weight: TV lambda for tv (default: the tuned value), Tikhonov weight for sense, "
-                        "absolute TV lambda for dds/mbir (default: the paper's, rescaled for the exact adjoint)")
+                   help="regularisation weight: TV lambda for tv (default: the tuned value), "
+                        "Tikhonov weight for sense, absolute TV lambda for dds/mbir "
+                        "(default: the paper's, rescaled for the exact adjoint)")
     p.add_argument("--rho", type=float, default=None, help="ADMM penalty rho (tv, dds, mbir)")
     p.add_argument("--iters", type=int, default=None, help="ADMM iterations")
     p.add_argument("--cg-iters", type=int, default=None, help="CG iterations per ADMM step")
-    p.add_argument("--tv-axes", default="all", help="TV axes: all (3-D), slice (across slices only), in-plane")
+    p.add_argument("--tv-axes", default="all",
+                   help="TV axes: all (3-D), slice (across slices only), in-plane")
     add_device_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
@@ -91,17 +94,15 @@ def run(args) -> int:
     settings: dict = {"method": args.method}
     with Timer() as t:
         if args.method == "fbp":
-            from ..recon.analytic import fbp
-
             from ..operators.ct import operator_from_geometry
+            from ..recon.analytic import fbp
 
             vol = fbp(data.sinogram, operator_from_geometry(data.geometry).to(device), filter=args.filter)
             vol = vol.movedim(0, data.slice_axis)
             settings["filter"] = args.filter
         elif args.method in ("dds", "mbir"):
-            from ..recon.analytic import fbp
-
             from ..operators.ct import operator_from_geometry
+            from ..recon.analytic import fbp
             from . import _diffusion
 
             rough = None

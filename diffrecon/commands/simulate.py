@@ -9,10 +9,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "simulate",
         help="simulate CT (or MRI) measurements of a NIfTI volume",
-        description="Simulate measurements of a NIfTI volume. CT: every slice along --slice-axis is projected "
-        "with a parallel- or fan-beam geometry and white Gaussian noise is added; the sinogram and its geometry "
-        "are written to OUTPUT.npz (read back by `diffrecon reconstruct`). MRI: multi-coil k-space with "
-        "simulated coil maps, an undersampling mask and complex noise at --snr-db (see docs/mri.md).",
+        description="Simulate measurements of a NIfTI volume. CT: every slice along --slice-axis is "
+        "projected with a parallel- or fan-beam geometry and white Gaussian noise is added; the sinogram and "
+        "its geometry are written to OUTPUT.npz (read back by `diffrecon reconstruct`). MRI: multi-coil "
+        "k-space with simulated coil maps, an undersampling mask and complex noise at --snr-db (see "
+        "docs/mri.md).",
     )
     p.add_argument("input", help="input NIfTI volume (.nii or .nii.gz)")
     p.add_argument("output", help="output measurement file (.npz)")
@@ -29,7 +30,8 @@ def add_parser(sub) -> None:
                    help="Gaussian noise sigma relative to the largest sinogram value (default 0)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--slice-axis", default="auto",
-                   help="voxel axis to slice along: 0, 1, 2 or auto (the superior-inferior axis from the affine)")
+                   help="voxel axis to slice along: 0, 1, 2 or auto "
+                        "(the superior-inferior axis from the affine)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     from . import mri
 

@@ -9,7 +9,13 @@ import numpy as np
 import torch
 
 from ..errors import InputDataError
-from ..operators.geometry import FanGeometry, ParallelGeometry, default_n_detectors, limited_angles, sparse_angles
+from ..operators.geometry import (
+    FanGeometry,
+    ParallelGeometry,
+    default_n_detectors,
+    limited_angles,
+    sparse_angles,
+)
 from ..recon.validation import check_finite
 
 

@@ -23,7 +23,9 @@ _MODIFIED_SHEPP_LOGAN_3D = (
 )
 
 
-def shepp_logan_3d(shape: tuple[int, int, int] = (64, 64, 64), dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def shepp_logan_3d(
+    shape: tuple[int, int, int] = (64, 64, 64), dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The modified 3-D Shepp–Logan phantom sampled at voxel centres.
 
     Args:

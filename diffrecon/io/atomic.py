@@ -10,7 +10,7 @@ import contextlib
 import os
 import pathlib
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import OutputExistsError
 
@@ -24,7 +24,9 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> pathlib.
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False, suffix: str | None = None) -> Iterator[pathlib.Path]:
+def atomic_path(
+    path: str | os.PathLike, overwrite: bool = False, suffix: str | None = None
+) -> Iterator[pathlib.Path]:
     """Yield a temporary path in the target's folder; on success rename it onto ``path``.
 
     ``suffix`` defaults to the target's full suffix (``.nii.gz``, ``.npz``) so writers that infer the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,13 +25,16 @@ import torch
 from ..errors import FileFormatError, InputDataError, require
 from .atomic import atomic_path, check_writable
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 __all__ = ["make_cube", "cube_to_tensor", "tensor_to_cube", "load_cube", "save_cube", "load_mask", "DIMS"]
 
 DIMS = ("y", "x", "band")
 
 
 def make_cube(
-    data: "np.ndarray | torch.Tensor | Sequence",
+    data: np.ndarray | torch.Tensor | Sequence,
     wavelengths: Sequence[float] | None = None,
     name: str | None = None,
     attrs: Mapping | None = None,

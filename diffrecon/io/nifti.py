@@ -48,9 +48,11 @@ def load_nifti(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> N
     if arr.ndim != 3:
         raise InputDataError(f"{path}: expected a 3-D volume, found an array of shape {arr.shape}")
     if not np.isfinite(arr).all():
-        raise InputDataError(f"{path}: expected finite voxel values, found {int((~np.isfinite(arr)).sum())} NaN/Inf")
-    return NiftiVolume(torch.from_numpy(np.ascontiguousarray(arr)).to(dtype), np.asarray(img.affine, dtype=np.float64),
-                       img.header)
+        raise InputDataError(
+            f"{path}: expected finite voxel values, found {int((~np.isfinite(arr)).sum())} NaN/Inf"
+        )
+    return NiftiVolume(torch.from_numpy(np.ascontiguousarray(arr)).to(dtype),
+                       np.asarray(img.affine, dtype=np.float64), img.header)
 
 
 def save_nifti(
@@ -70,7 +72,8 @@ def save_nifti(
 
     if affine is None and hasattr(volume, "affine"):
         affine = np.asarray(volume.affine.cpu() if hasattr(volume.affine, "cpu") else volume.affine)
-    arr = volume.detach().cpu().float().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume, np.float32)
+    arr = (volume.detach().cpu().float().numpy() if isinstance(volume, torch.Tensor)
+           else np.asarray(volume, np.float32))
     if arr.ndim != 3:
         raise InputDataError(f"save_nifti: expected a 3-D volume, found shape {arr.shape}")
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)

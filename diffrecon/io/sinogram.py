@@ -86,14 +86,18 @@ def load_sinogram(path: str | os.PathLike, device: torch.device | str = "cpu") -
         with np.load(os.fspath(path), allow_pickle=False) as z:
             missing = {"sinogram", "geometry"} - set(z.files)
             if missing:
-                raise FileFormatError(f"{path}: expected arrays 'sinogram' and 'geometry', missing {sorted(missing)}")
+                raise FileFormatError(
+                    f"{path}: expected arrays 'sinogram' and 'geometry', missing {sorted(missing)}"
+                )
             arr = z["sinogram"]
             geom_json = str(z["geometry"])
             meta = json.loads(str(z["metadata"])) if "metadata" in z.files else {}
     except FileFormatError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise FileFormatError(f"{path}: not a readable diffrecon sinogram .npz ({type(exc).__name__}: {exc})") from exc
+        raise FileFormatError(
+            f"{path}: not a readable diffrecon sinogram .npz ({type(exc).__name__}: {exc})"
+        ) from exc
     try:
         geometry = geometry_from_dict(json.loads(geom_json))
     except json.JSONDecodeError as exc:
@@ -102,7 +106,9 @@ def load_sinogram(path: str | os.PathLike, device: torch.device | str = "cpu") -
         raise InputDataError(f"{path}: expected a floating-point sinogram, found dtype {arr.dtype}")
     _check_matches(arr.shape, geometry, str(path))
     if not np.isfinite(arr).all():
-        raise InputDataError(f"{path}: expected finite sinogram values, found {int((~np.isfinite(arr)).sum())} NaN/Inf")
+        raise InputDataError(
+            f"{path}: expected finite sinogram values, found {int((~np.isfinite(arr)).sum())} NaN/Inf"
+        )
     return SinogramFile(torch.from_numpy(arr).to(device), geometry, meta)
 
 
@@ -110,14 +116,14 @@ def _check_matches(shape: tuple, geometry, where: str) -> None:
     if geometry.kind == "cone":
         expected = tuple(geometry.projection_shape)
         if tuple(shape) != expected:
-            raise InputDataError(f"{where}: cone-beam projections must have shape {expected} (angles, rows, cols), "
-                                 f"found {tuple(shape)}")
+            raise InputDataError(f"{where}: cone-beam projections must have shape {expected} "
+                                 f"(angles, rows, cols), found {tuple(shape)}")
         return
     if geometry.kind not in ("parallel", "fan"):
         raise GeometryError(f"{where}: unknown geometry kind {geometry.kind!r}")
     expected = tuple(geometry.sinogram_shape)
     if len(shape) != 3 or tuple(shape[1:]) != expected:
         raise InputDataError(
-            f"{where}: sinogram must have shape (n_slices, {expected[0]} angles, {expected[1]} detectors) to match "
-            f"its geometry, found {tuple(shape)}"
+            f"{where}: sinogram must have shape (n_slices, {expected[0]} angles, {expected[1]} detectors) "
+            f"to match its geometry, found {tuple(shape)}"
         )

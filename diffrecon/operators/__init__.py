@@ -11,7 +11,6 @@ from .geometry import (
     limited_angles,
     sparse_angles,
 )
-from .slicewise import SliceWise
 from .mri import (
     MultiCoilMRI,
     MultiCoilMRI3D,
@@ -19,14 +18,15 @@ from .mri import (
     SamplingMask,
     SingleCoilMRI,
     birdcage_maps,
-    espirit_maps,
     equispaced1d_mask,
+    espirit_maps,
     gaussian1d_mask,
     poisson2d_mask,
     radial_mask,
     radial_trajectory,
     uniform1d_mask,
 )
+from .slicewise import SliceWise
 
 __all__ = [
     "Adjoint",

@@ -19,7 +19,7 @@ and ``A.pinv(y)`` solves the least-squares problem min ‖A x − y‖² (+ damp
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ def shapes_compatible(a: Shape | None, b: Shape | None) -> bool:
     """True when two declared shapes can describe the same tensor (None / -1 entries are wildcards)."""
     if a is None or b is None:
         return True
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
 
 
 class _ApplyOperator(torch.autograd.Function):
@@ -145,7 +145,9 @@ class LinearOperator(nn.Module):
     def norm(self, n_iter: int = 50, dtype: torch.dtype = torch.float32, device=None, seed: int = 0) -> float:
         """Operator 2-norm ‖A‖ estimated by the power method on AᴴA."""
         if self.in_shape is None or -1 in self.in_shape:
-            raise InputDataError(f"{type(self).__name__}.norm needs a fully known in_shape, found {self.in_shape}")
+            raise InputDataError(
+                f"{type(self).__name__}.norm needs a fully known in_shape, found {self.in_shape}"
+            )
         g = torch.Generator(device="cpu").manual_seed(seed)
         x0 = torch.randn(self.in_shape, generator=g, dtype=dtype).to(device or self._device())
         return math.sqrt(max(power_method(self.normal, x0, n_iter=n_iter), 0.0))
@@ -186,7 +188,9 @@ class LinearOperator(nn.Module):
     # -- helpers --------------------------------------------------------------------------------
     def _check(self, t: Tensor, shape: Shape | None, what: str) -> None:
         if not isinstance(t, Tensor):
-            raise InputDataError(f"{type(self).__name__} {what}: expected a torch.Tensor, found {type(t).__name__}")
+            raise InputDataError(
+                f"{type(self).__name__} {what}: expected a torch.Tensor, found {type(t).__name__}"
+            )
         if shape is None:
             return
         n = len(shape)
@@ -309,7 +313,8 @@ class VStack(LinearOperator):
     def split(self, y: Tensor) -> list[Tensor]:
         """Blocks of a stacked output, each reshaped to its operator's ``out_shape``."""
         lead = y.shape[:-1]
-        return [b.reshape(*lead, *op.out_shape) for b, op in zip(torch.split(y, self.sizes, dim=-1), self.ops)]
+        return [b.reshape(*lead, *op.out_shape)
+                for b, op in zip(torch.split(y, self.sizes, dim=-1), self.ops, strict=True)]
 
     def _forward(self, x):
         lead = x.shape[: x.ndim - len(self.in_shape)]
@@ -318,7 +323,7 @@ class VStack(LinearOperator):
     def _adjoint(self, y):
         blocks = self.split(y)
         out = self.ops[0].adjoint(blocks[0])
-        for op, b in zip(list(self.ops)[1:], blocks[1:]):
+        for op, b in zip(list(self.ops)[1:], blocks[1:], strict=True):
             out = out + op.adjoint(b)
         return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -33,8 +33,8 @@ class Mask(LinearOperator):
         if not torch.isfinite(mask).all():
             raise InputDataError("Mask: expected finite mask values, found NaN or Inf")
         if not bool((mask != 0).any()):
-            raise InputDataError(f"Mask: expected at least one observed (non-zero) entry, found an empty mask of "
-                                 f"shape {tuple(mask.shape)}")
+            raise InputDataError(f"Mask: expected at least one observed (non-zero) entry, "
+                                 f"found an empty mask of shape {tuple(mask.shape)}")
         super().__init__(mask.shape, mask.shape)
         self.register_buffer("mask", mask)
 
@@ -64,7 +64,9 @@ class FiniteDifference(LinearOperator):
 
     def __init__(self, axis: int = -1, boundary: str = "neumann", shape: Sequence[int] | None = None):
         if boundary not in BOUNDARIES:
-            raise InputDataError(f"FiniteDifference: boundary must be one of {BOUNDARIES}, found {boundary!r}")
+            raise InputDataError(
+                f"FiniteDifference: boundary must be one of {BOUNDARIES}, found {boundary!r}"
+            )
         if shape is not None:
             n = len(tuple(shape))
             if not -n <= axis < n:

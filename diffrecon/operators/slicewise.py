@@ -25,7 +25,9 @@ class SliceWise(LinearOperator):
         from ..errors import InputDataError
 
         if op2d.in_shape is None or len(op2d.in_shape) != 2:
-            raise InputDataError(f"SliceWise: expected a 2D operator (in_shape of length 2), found {op2d.in_shape}")
+            raise InputDataError(
+                f"SliceWise: expected a 2D operator (in_shape of length 2), found {op2d.in_shape}"
+            )
         if axis not in (0, 1, 2, -1, -2, -3):
             raise InputDataError(f"SliceWise: axis must be one of 0, 1, 2 (or -3..-1), found {axis}")
         self.axis = axis % 3

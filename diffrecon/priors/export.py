@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--half", action="store_true", help="store weights as float16")
     p.add_argument("--samples", help="also write a PNG grid of DDIM samples here")
     p.add_argument("--sample-steps", type=int, default=50)
-    p.add_argument("--sample-eta", type=float, default=0.0, help="DDIM eta of the sample grid (1 = ancestral)")
+    p.add_argument("--sample-eta", type=float, default=0.0,
+                   help="DDIM eta of the sample grid (1 = ancestral)")
     p.add_argument(
         "--benchmark", action="store_true", help="store the sample-volume denoising curve in the JSON"
     )

@@ -9,7 +9,7 @@ one coupled problem, as in DiffusionMBIR.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -149,7 +149,7 @@ class ADMMTV:
     def step(self, x: Tensor) -> Tensor:
         """One ADMM iteration starting from the current image ``x``; returns the new x."""
         rhs = self.aty
-        for d, z, u in zip(self.diffs, self.z, self.u):
+        for d, z, u in zip(self.diffs, self.z, self.u, strict=True):
             rhs = rhs + self.rho * d.adjoint(z - u)
         x = conjugate_gradient(self._normal, rhs, x0=x, n_iter=self.cg_iter, n_dims=self.n_dims)
         for i, d in enumerate(self.diffs):
@@ -161,7 +161,7 @@ class ADMMTV:
     def state_dict(self) -> dict[str, Tensor]:
         """Split variables, for resuming."""
         out = {}
-        for i, (z, u) in enumerate(zip(self.z, self.u)):
+        for i, (z, u) in enumerate(zip(self.z, self.u, strict=True)):
             out[f"z{i}"], out[f"u{i}"] = z, u
         return out
 

@@ -21,7 +21,8 @@ from ..operators.base import LinearOperator
 #   2 views: λ_rel ∈ {0.3, 1, 2} × ρ ∈ {0.1, 0.3, 1} → 2 / 0.3 (15.58 dB)
 # head (the held-out Colin27 sample volume 64³, axial slices on axis 2; mean of the per-plane PSNR over
 # slices that contain the head, see diffrecon.metrics.plane_metrics):
-#   8 views: λ_rel ∈ {0.05, 0.1, 0.2, 0.5} × ρ ∈ {0.1, 1} → 0.1 / 1 (23.77 dB; the grid is flat within 0.15 dB)
+#   8 views: λ_rel ∈ {0.05, 0.1, 0.2, 0.5} × ρ ∈ {0.1, 1} → 0.1 / 1
+#            (23.77 dB; the grid is flat within 0.15 dB)
 #   4 views: λ_rel ∈ {0.1, 0.3, 1} × ρ ∈ {0.3, 1}, then {0.01, 0.02, 0.03, 0.05} × ρ = 1 → 0.03 / 1 (20.91 dB)
 #   2 views: λ_rel ∈ {0.3, 1, 3} × ρ ∈ {0.3, 1} → 0.3 / 1 (19.43 dB)
 # Other view counts use the nearest tabulated entry.

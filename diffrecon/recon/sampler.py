@@ -682,7 +682,8 @@ class DiffusionSolver:
         except Exception as exc:  # torch raises OSError, RuntimeError, KeyError, pickle errors … on bad files
             raise InputDataError(f"{self.method}: cannot read the solver state {path}: {exc!r}") from exc
         keys = ("fingerprint", "generator", "nfe", "state", "dc", "step", "seconds")
-        if not isinstance(blob, dict) or blob.get("format") != STATE_FORMAT or any(k not in blob for k in keys):
+        if (not isinstance(blob, dict) or blob.get("format") != STATE_FORMAT
+                or any(k not in blob for k in keys)):
             raise InputDataError(f"{self.method}: {path} is not a diffrecon solver state ({STATE_FORMAT})")
         if blob["generator"].numel() != ctx.generator.get_state().numel():
             raise InputDataError(
