@@ -11,7 +11,10 @@ Colin27 sample volume (64³, axial slices = array axis 2, never seen by the prio
 ``dds_2d``          "2D-only diffusion": DDS without the cross-slice TV (``DDS.slice_only``)
 ``diffusion_mbir``  DiffusionMBIR with ``--mbir-steps`` steps (paper 2000); CT: the demo's CPU setting
                     (λ, ρ × ``DEMO_DIFFUSION`` multipliers, see ``recon/defaults.py``), MRI: paper λ, ρ
-``dds``             DDS, paper settings (50 NFE)
+``dds_paper``       DDS with the paper's settings (``DDS.paper_ct``, 50 NFE; sparse-view CT only)
+``dds``             DDS as the demo runs it: sparse-view CT with ρ × ``DEMO_DIFFUSION["dds"]`` (tuned on
+                    this volume), limited angle and MRI with the paper presets (``DDS.paper_ct(…,
+                    limited_angle=True)``, ``DDS.paper_mri``)
 ==================  ===============================================================================
 
 Each finished (problem, method) is appended to ``--results`` (JSON lines) and its volume saved next to
@@ -39,9 +42,10 @@ from diffrecon.recon.problems import build_problem
 
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 PROBLEMS = ("ct-sv8", "ct-sv4", "ct-sv2", "ct-la90", "mri-u4")
-METHODS = ("baseline", "admm_tv", "dps", "dds_2d", "diffusion_mbir", "dds")
+METHODS = ("baseline", "admm_tv", "dps", "dds_2d", "diffusion_mbir", "dds_paper", "dds")
 LABELS = {"baseline": "FBP / zero-filled", "admm_tv": "ADMM-TV (3-D)", "dps": "DPS (per slice)",
-          "dds_2d": "2D-only diffusion", "diffusion_mbir": "DiffusionMBIR", "dds": "DDS"}
+          "dds_2d": "2D-only diffusion", "diffusion_mbir": "DiffusionMBIR", "dds_paper": "DDS, paper λ, ρ",
+          "dds": "DDS"}
 
 
 def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
@@ -77,9 +81,18 @@ def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
         solver = DPS(prior, steps=args.dps_steps, **common)
     elif method == "dds_2d":
         solver = DDS.slice_only(prior, **common)
-    elif method == "dds":
-        solver = DDS.paper_ct(prior, n_views=prob.n_views, limited_angle=la, **common) if ct else \
-            DDS.paper_mri(prior, **common)
+    elif method in ("dds", "dds_paper"):
+        if not ct:
+            solver = DDS.paper_mri(prior, **common)
+        elif la or method == "dds_paper":
+            solver = DDS.paper_ct(prior, n_views=prob.n_views, limited_angle=la, **common)
+        else:  # sparse view: the demo's setting (ρ tuned on this volume, see recon/defaults.py)
+            from diffrecon.recon.defaults import DEMO_DIFFUSION
+
+            base = DDS.paper_ct(prior, n_views=prob.n_views)
+            tuned = DEMO_DIFFUSION["dds"]
+            solver = DDS.paper_ct(prior, n_views=prob.n_views, lam=base.lam * tuned["lam_mult"],
+                                  rho=base.rho * tuned["rho_mult"], steps=tuned["steps"], **common)
     elif method == "diffusion_mbir":
         kw = dict(steps=args.mbir_steps, **common)
         if ct:
