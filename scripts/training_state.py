@@ -66,7 +66,7 @@ def write_ema_prior(run: pathlib.Path, tensors: dict | None = None) -> None:
     """Write ``run/ema_prior`` from the EMA tensors of ``run/state.safetensors`` (what a checkpoint of
     ``train-prior`` writes, with the same training record)."""
     from diffrecon.priors.checkpoint import load_state_dict_strict, save_prior
-    from diffrecon.priors.train import TrainConfig, build_prior
+    from diffrecon.priors.train import TrainConfig, build_prior, training_record
 
     info = json.loads((run / "state.json").read_text())
     cfg = TrainConfig(**info["config"])
@@ -74,14 +74,9 @@ def write_ema_prior(run: pathlib.Path, tensors: dict | None = None) -> None:
     prior = build_prior(cfg)
     ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     load_state_dict_strict(prior.network, ema, f"{run}/state.safetensors (EMA)")
-    history = info.get("history") or []
-    prior.config["training"] = {
-        "steps": info.get("step"),
-        "seconds": round(info.get("train_seconds", 0.0), 1),
-        "batch_size": cfg.batch_size,
-        "lr": cfg.lr,
-        "last_validation": history[-1] if history else None,
-    }
+    prior.config["training"] = training_record(
+        cfg, info.get("step"), info.get("train_seconds", 0.0), info.get("history") or []
+    )
     save_prior(prior, run / "ema_prior")
 
 

@@ -14,6 +14,7 @@ Command line (what ``scripts/train_bundled_prior.sh`` runs)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import time
@@ -65,7 +66,6 @@ def build_bank(
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    maps = load_mni_maps(2)
     if include_real and not (out / "shard-real.npy").exists():
         real = np.concatenate([volume_slices(v) for v in real_mni_heads(size)], 0)
         np.save(out / "shard-real.npy", real.astype(np.float16))
@@ -73,15 +73,16 @@ def build_bank(
     missing = [k for k in range(n_shards) if not (out / f"shard-{k:05d}.npy").exists()]
     jobs = [(out, k, min(shard_volumes, volumes - k * shard_volumes), seed, size) for k in missing]
     t0 = time.time()
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for i, (k, n) in enumerate(pool.imap_unordered(_write_shard, jobs), 1):
-                log(f"shard {k + 1}/{n_shards}: {n} slices ({i}/{len(jobs)} done, {time.time() - t0:.0f} s)")
-    else:
-        for i, job in enumerate(jobs, 1):
-            k, n = _write_shard(job, maps)
+            pool = stack.enter_context(mp.get_context("spawn").Pool(min(workers, len(jobs))))
+            done = pool.imap_unordered(_write_shard, jobs)
+        else:
+            maps = load_mni_maps(2) if jobs else None
+            done = (_write_shard(job, maps) for job in jobs)
+        for i, (k, n) in enumerate(done, 1):
             log(f"shard {k + 1}/{n_shards}: {n} slices ({i}/{len(jobs)} done, {time.time() - t0:.0f} s)")
     meta = {
         "volumes": volumes,

@@ -405,14 +405,8 @@ def _train_diffusion(
         save_training_state(run, model, ema, opt, info, prefix=prefix)
         eval_prior.network.load_state_dict(ema)
         target = wrap_export(eval_prior) if wrap_export else eval_prior
-        target.config.setdefault("training", {})
-        target.config["training"] = {
-            "steps": step,
-            "seconds": round(info.get("train_seconds", 0.0), 1),
-            "batch_size": cfg.batch_size * ws,
-            "lr": cfg.lr,
-            "last_validation": info["history"][-1] if info["history"] else None,
-        }
+        target.config["training"] = training_record(cfg, step, info.get("train_seconds", 0.0),
+                                                    info["history"], ws)
         if wrap_export is None:
             save_prior(target, run / "ema_prior")
             if export and final:
@@ -521,6 +515,17 @@ def _train_diffusion(
     info["step"] = step
     info["final_loss"] = float(np.mean([float(v) for v in losses[-50:]])) if losses else None
     return info
+
+
+def training_record(cfg: TrainConfig, step: int, seconds: float, history: list, world_size: int = 1) -> dict:
+    """The ``training`` entry of an exported prior's config (steps, seconds, global batch, lr, validation)."""
+    return {
+        "steps": step,
+        "seconds": round(seconds, 1),
+        "batch_size": cfg.batch_size * world_size,
+        "lr": cfg.lr,
+        "last_validation": history[-1] if history else None,
+    }
 
 
 @torch.no_grad()
