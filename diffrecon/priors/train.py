@@ -376,7 +376,7 @@ def _train_diffusion(
     info.setdefault("history", [])
     live = model.state_dict()
     floating = [k for k, v in live.items() if torch.is_floating_point(v)]
-    others = [k for k in live if k not in set(floating)]
+    others = [k for k, v in live.items() if not torch.is_floating_point(v)]
     ema_float, live_float = [ema[k] for k in floating], [live[k] for k in floating]
     ema_other, live_other = [ema[k] for k in others], [live[k] for k in others]
     val_x = source.val if source.val.shape[0] else source.train[:64]
