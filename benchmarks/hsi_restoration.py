@@ -104,6 +104,7 @@ def run_task(task, name, clean, args, results, save):
         "lr": args.lr,
         "ema": args.ema,
         "updates_per_step": args.updates_per_step,
+        "samples": args.samples,
         "progress": args.progress,
     }
     if args.quick:
@@ -131,6 +132,7 @@ def run_task(task, name, clean, args, results, save):
         "lr": res.record["lr"],
         "ema": res.record["ema"],
         "updates_per_step": res.record["updates_per_step"],
+        "samples": res.record["samples"],
         "oracle_best_mpsnr (ORACLE, not the output)": res.oracle_mpsnr,
         "oracle_step": res.oracle_step,
     }
@@ -157,6 +159,8 @@ def _knobs(args) -> str:
         parts.append(f"EMA={args.ema:g}")
     if args.updates_per_step != 1:
         parts.append(f"{args.updates_per_step} Adam steps/step")
+    if args.samples != 1:
+        parts.append(f"mean of {args.samples} chains")
     return "".join(", " + s for s in parts)
 
 
@@ -284,6 +288,12 @@ def main(argv=None) -> int:
         type=int,
         default=1,
         help="DDS2M Adam steps per diffusion step (paper: 1)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="DDS2M chains averaged (posterior-mean estimate; our extension, paper: 1)",
     )
     p.add_argument("--seed", type=int, default=0, help="cube / noise / mask seed")
     p.add_argument("--threads", type=int, default=None)

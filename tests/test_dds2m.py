@@ -216,3 +216,22 @@ def test_updates_per_step_and_optimiser_checks():
     for kw in ({"updates_per_step": 0}, {"updates_per_step": 1.5}, {"lr": 0.0}, {"lr": math.nan}):
         with pytest.raises(InputDataError, match=next(iter(kw))):
             DDS2M("denoise", **kw)
+
+
+def test_samples_average_independent_chains():
+    """samples = K averages the final iterates of K chains seeded seed, seed+1, …; the oracle stays
+    a single chain's iterate and is labelled; bad K raises."""
+    clean = _cube(16, 16, 4)
+    noisy = add_gaussian_noise(clean, 0.1, seed=4)
+    kw = dict(num_steps=20, start_point=12, **TINY)
+    singles = [DDS2M("denoise", seed=s, **kw).restore(noisy, sigma=0.1).cube for s in (5, 6)]
+    both = DDS2M("denoise", seed=5, samples=2, **kw).restore(noisy, sigma=0.1, ground_truth=clean)
+    torch.testing.assert_close(both.cube, (singles[0] + singles[1]) / 2)
+    rec = both.record
+    assert rec["samples"] == 2 and rec["chain_seeds"] == [5, 6] and rec["nfe"] == 2 * 9
+    assert rec["output"] == "mean of 2 chains' final iterates"
+    assert rec["oracle"]["chain"] in (0, 1) and "ORACLE" in rec["oracle"]["note"]
+    assert len(both.history) == 9 and both.oracle_mpsnr == pytest.approx(max(both.history))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputDataError, match="samples"):
+            DDS2M("denoise", samples=bad)

@@ -90,6 +90,13 @@ def add_parser(sub) -> None:
         default=1,
         help="DDS2M: Adam steps per diffusion step (paper: 1)",
     )
+    r.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="DDS2M: average the results of this many independent chains (posterior-mean estimate; "
+        "our extension, the paper uses 1; cost grows linearly)",
+    )
     r.add_argument("--seed", type=int, default=1234)
     r.add_argument(
         "--threads",
@@ -276,6 +283,7 @@ def run_restore(args) -> int:
                 lr=args.lr,
                 ema=args.ema,
                 updates_per_step=args.updates_per_step,
+                samples=args.samples,
                 seed=args.seed,
                 progress=not args.quiet,
             )

@@ -133,6 +133,39 @@ def _tv3(x: Tensor) -> Tensor:
 
 
 @dataclass
+class _ChainData:
+    """What every chain of one :meth:`DDS2M.restore` call shares (measurement in the [−1, 1] scaling)."""
+
+    op: SVDOperator
+    shape: tuple[int, int, int]
+    sigma0: float  # noise std of the rescaled measurement (2σ)
+    s: Tensor  # singular values after the cut-off (one per spectral coordinate of V)
+    observed: Tensor  # s > 0
+    s_safe: Tensor  # s with 1 where s = 0 (safe divisor)
+    ut_y: Tensor  # Uᵀy' (0 where s = 0)
+    y_over_s: Tensor  # Uᵀy'/s
+    abar: Tensor  # ᾱ_t, float64, shape (T,)
+    ground_truth: Tensor | None
+
+
+@dataclass
+class _ChainOutput:
+    """One chain's final iterate and bookkeeping."""
+
+    cube: Tensor
+    depth: int
+    n_parameters: int
+    n_updates: int = 0
+    t_net: float = 0.0
+    cpu_net: float = 0.0
+    losses: list[Tensor] = field(default_factory=list)
+    oracle_cube: Tensor | None = None
+    oracle_val: Tensor | None = None
+    oracle_step: Tensor | None = None
+    history: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
 class DDS2MResult:
     """What :meth:`DDS2M.restore` returns.
 
@@ -179,6 +212,11 @@ class DDS2M:
             official ``iter_number: 0``); the EMA is updated after each of them.
         tv_weight: weight β of the optional 3-D TV term (paper default 0).
         sv_cutoff: singular values below it are treated as 0 (paper: 3e-2 for SR).
+        samples: number K of independent DDS2M chains (seeds ``seed``, ``seed + 1``, …) whose final
+            iterates are averaged. Each chain ends in a sample of DDRM's approximate posterior, so the
+            average is a Monte-Carlo estimate of the posterior mean, the MSE-optimal estimate
+            (MPSNR rises with K and saturates; cost grows ×K). **Our extension**: the paper
+            reports one chain (K = 1, the default).
         seed: seeds the network initialisation, its fixed inputs and the diffusion noise.
         progress: show a tqdm bar. on_step: optional ``callback(iteration, t, x0_01)`` after each
             update step (x0 in [0, 1]; calling ``.item()`` inside it forces a device sync).
@@ -212,6 +250,7 @@ class DDS2M:
         updates_per_step: int = 1,
         tv_weight: float = 0.0,
         sv_cutoff: float | None = None,
+        samples: int = 1,
         seed: int = 1234,
         progress: bool = True,
         on_step: Callable | None = None,
@@ -246,6 +285,9 @@ class DDS2M:
         if isinstance(ups, bool) or not isinstance(ups, int) or ups < 1:
             raise InputDataError(f"DDS2M: updates_per_step must be an integer >= 1, found {ups!r}")
         self.updates_per_step = int(updates_per_step)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise InputDataError(f"DDS2M: samples must be an integer >= 1, found {samples!r}")
+        self.samples = int(samples)
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
         if isinstance(rank, str):
             if rank.strip().lower() != "auto":
@@ -300,6 +342,7 @@ class DDS2M:
             "updates_per_step": self.updates_per_step,
             "tv_weight": self.tv_weight,
             "sv_cutoff": self.sv_cutoff,
+            "samples": self.samples,
             "seed": self.seed,
         }
 
@@ -384,65 +427,122 @@ class DDS2M:
         t_start = time.perf_counter()
         cpu_start = time.process_time()
 
-        # -- data in the [-1, 1] scaling ----------------------------------------------------
-        y32 = y.to(dt)
-        y_s = 2.0 * y32 - op.ones_image(dt, device)
-        sigma0 = 2.0 * sigma
+        # -- data in the [-1, 1] scaling (shared by every chain) -----------------------------
+        y_s = 2.0 * y.to(dt) - op.ones_image(dt, device)
         s = op.singular_values().to(device=device, dtype=dt)
         s = torch.where(s > self.sv_cutoff, s, torch.zeros_like(s)) if self.sv_cutoff > 0 else s
         observed = s > 0
         s_safe = torch.where(observed, s, torch.ones_like(s))
         ut_y = torch.where(observed, op.Ut(y_s), torch.zeros_like(s))
-        y_over_s = ut_y / s_safe
+        data = _ChainData(
+            op=op,
+            shape=shape,
+            sigma0=2.0 * sigma,
+            s=s,
+            observed=observed,
+            s_safe=s_safe,
+            ut_y=ut_y,
+            y_over_s=ut_y / s_safe,
+            abar=linear_alphas_cumprod(self.num_steps, self.beta_start, self.beta_end),
+            ground_truth=ground_truth,
+        )
 
-        abar = linear_alphas_cumprod(self.num_steps, self.beta_start, self.beta_end)
-        abar_ext = torch.cat([torch.ones(1, dtype=torch.float64), abar])  # index t+1; t = -1 → 1
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=self.num_steps * self.samples,
+            desc=f"DDS2M {self.task}" + (f" ({self.samples} chains)" if self.samples > 1 else ""),
+            unit="step",
+            disable=not self.progress,
+            leave=False,
+        )
+        chains = [self._chain(data, cfg, self.seed + k, bar) for k in range(self.samples)]
+        bar.close()
+
+        cube = torch.stack([c.cube for c in chains]).mean(0) if self.samples > 1 else chains[0].cube
+        n_updates = sum(c.n_updates for c in chains)
+        t_net = sum(c.t_net for c in chains)
+        cpu_net = sum(c.cpu_net for c in chains)
+        record = {
+            "method": "DDS2M",
+            **self.settings(),
+            "rank": rank,
+            "rank_setting": self.rank,
+            "rank_rule": rank_rule,
+            "network": net_name,
+            "network_config": cfg.to_dict(),
+            "network_depth": chains[0].depth,
+            "network_parameters": chains[0].n_parameters,
+            "sigma": sigma,
+            "sigma_estimated": estimated,
+            "operator": type(op).__name__,
+            "shape": list(shape),
+            "device": str(device),
+            "chain_seeds": [self.seed + k for k in range(self.samples)],
+            "nfe": n_updates,
+            "seconds": time.perf_counter() - t_start,
+            "cpu_seconds": time.process_time() - cpu_start,
+            "seconds_per_update": t_net / max(n_updates, 1),
+            "cpu_seconds_per_update": cpu_net / max(n_updates, 1),
+            "loss_trace": [float(v) for v in chains[0].losses],
+            "output": "final iterate"
+            if self.samples == 1
+            else f"mean of {self.samples} chains' final iterates",
+        }
+        result = DDS2MResult(cube=cube, record=record)
+        if ground_truth is not None and chains[0].oracle_cube is not None:
+            vals = [float(c.oracle_val) for c in chains]
+            best = max(range(self.samples), key=vals.__getitem__)
+            chain = chains[best]
+            result.oracle_cube = chain.oracle_cube.detach()
+            result.oracle_mpsnr = vals[best]
+            result.oracle_step = int(chain.oracle_step)
+            result.history = [float(v) for v in torch.stack(chain.history).cpu()]
+            record["oracle"] = {
+                "mpsnr": result.oracle_mpsnr,
+                "step": result.oracle_step,
+                "chain": best,
+                "note": "ORACLE: best x0 of one chain, chosen with the ground truth; not the method's output",
+            }
+        return result
+
+    def _chain(self, d: _ChainData, cfg: VS2MConfig, seed: int, bar) -> _ChainOutput:
+        """One DDS2M chain (network, optimiser and noise seeded with ``seed``; see the module docstring)."""
+        device, shape, op, dt = d.s.device, d.shape, d.op, torch.float32
+        h, w, b = shape
+        s, observed, s_safe, sigma0 = d.s, d.observed, d.s_safe, d.sigma0
+        abar_ext = torch.cat([torch.ones(1, dtype=torch.float64), d.abar])  # index t+1; t = -1 → 1
         gen = torch.Generator(device=device)
-        gen.manual_seed(self.seed)
+        gen.manual_seed(seed)
 
         def randn() -> Tensor:
             return torch.randn(shape, generator=gen, device=device, dtype=dt)
 
         # -- network -----------------------------------------------------------------------
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            g_in = torch.Generator().manual_seed(self.seed)
+            torch.manual_seed(seed)
+            g_in = torch.Generator().manual_seed(seed)
             net = VS2M(h, w, b, config=cfg, generator=g_in)
         net = net.to(device)
         net.train()
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
 
         # -- x_T: DDRM's initialisation (y back-projected + noise of the largest level) ------
-        a_T = float(abar[-1])
+        a_T = float(d.abar[-1])
         sig_T = math.sqrt(1 - a_T) / math.sqrt(a_T)
         big = observed & (s * sig_T > sigma0)
         inv = torch.where(big, sigma0 / s_safe, torch.zeros_like(s))
         init = (
-            torch.where(big, y_over_s, torch.zeros_like(s))
+            torch.where(big, d.y_over_s, torch.zeros_like(s))
             + (sig_T**2 - inv**2).clamp_min(0).sqrt() * randn()
         )
         x = op.V(init / sig_T)
 
+        res = _ChainOutput(cube=x, depth=net.depth, n_parameters=net.n_parameters())
         prev01 = torch.zeros(shape, device=device, dtype=dt)  # EMA seed (official: 0 before any step)
         x0 = x
-        oracle_best = None
         oracle_val = torch.full((), -math.inf, device=device)
         oracle_step = torch.zeros((), dtype=torch.long, device=device)
-        hist: list[Tensor] = []
-        n_updates = 0
-        losses: list[Tensor] = []
-        t_net = 0.0
-        cpu_net = 0.0
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=self.num_steps,
-            desc=f"DDS2M {self.task}",
-            unit="step",
-            disable=not self.progress,
-            leave=False,
-        )
         eta, eta_b = self.eta, self.eta_b
         for it in range(1, self.num_steps + 1):
             t = self.num_steps - it  # current time index
@@ -461,23 +561,24 @@ class DDS2M:
                     with torch.no_grad():
                         avg = (self.ema * avg + (1 - self.ema) * out.detach()).clamp(0, 1)
                     opt.step()
-                    n_updates += 1
+                    res.n_updates += 1
                 x0 = 2 * avg - 1
                 if (it - self.start_point) % 50 == 0 or it == self.num_steps:
-                    losses.append(loss.detach())
-                if ground_truth is not None:
-                    score = mpsnr_torch(avg, ground_truth)
+                    res.losses.append(loss.detach())
+                if d.ground_truth is not None:
+                    score = mpsnr_torch(avg, d.ground_truth)
                     better = score > oracle_val
-                    oracle_best = (
-                        avg.clone() if oracle_best is None else torch.where(better, avg, oracle_best)
+                    prev_best = res.oracle_cube
+                    res.oracle_cube = (
+                        avg.clone() if prev_best is None else torch.where(better, avg, prev_best)
                     )
                     oracle_step = torch.where(better, torch.tensor(it, device=device), oracle_step)
                     oracle_val = torch.maximum(score, oracle_val)
-                    hist.append(score)
+                    res.history.append(score)
                 if self.on_step is not None:
                     self.on_step(it, t, avg)
-                t_net += time.perf_counter() - t0
-                cpu_net += time.process_time() - c0
+                res.t_net += time.perf_counter() - t0
+                res.cpu_net += time.process_time() - c0
             else:
                 x0 = x
             with torch.no_grad():
@@ -489,53 +590,17 @@ class DDS2M:
                 v = v0 + tilde_c * op.Vt(eps) + std_c * randn()  # null space
                 after = observed & (s * sig_next < sigma0)
                 before = observed & (s * sig_next > sigma0)
-                v_after = v0 + tilde_c * (ut_y - s * v0) / sigma0 + std_c * randn()
+                v_after = v0 + tilde_c * (d.ut_y - s * v0) / sigma0 + std_c * randn()
                 diff_b = (sig_next**2 - (sigma0 * eta_b / s_safe) ** 2).clamp_min(0).sqrt()
-                v_before = eta_b * y_over_s + (1 - eta_b) * v0 + diff_b * randn()
+                v_before = eta_b * d.y_over_s + (1 - eta_b) * v0 + diff_b * randn()
                 v = torch.where(before, v_before, torch.where(after, v_after, v))
                 x = math.sqrt(a_next) * op.V(v)
                 prev01 = ((x0 + 1) / 2).clamp(0, 1)
             bar.update(1)
-        bar.close()
 
-        cube = ((x + 1) / 2).clamp(0, 1).detach()
-        seconds = time.perf_counter() - t_start
-        cpu_seconds = time.process_time() - cpu_start
-        record = {
-            "method": "DDS2M",
-            **self.settings(),
-            "rank": rank,
-            "rank_setting": self.rank,
-            "rank_rule": rank_rule,
-            "network": net_name,
-            "network_config": cfg.to_dict(),
-            "network_depth": net.depth,
-            "network_parameters": net.n_parameters(),
-            "sigma": sigma,
-            "sigma_estimated": estimated,
-            "operator": type(op).__name__,
-            "shape": list(shape),
-            "device": str(device),
-            "nfe": n_updates,
-            "seconds": seconds,
-            "cpu_seconds": cpu_seconds,
-            "seconds_per_update": t_net / max(n_updates, 1),
-            "cpu_seconds_per_update": cpu_net / max(n_updates, 1),
-            "loss_trace": [float(v) for v in losses],
-            "output": "final iterate",
-        }
-        result = DDS2MResult(cube=cube, record=record)
-        if ground_truth is not None and oracle_best is not None:
-            result.oracle_cube = oracle_best.detach()
-            result.oracle_mpsnr = float(oracle_val)
-            result.oracle_step = int(oracle_step)
-            result.history = [float(v) for v in torch.stack(hist).cpu()]
-            record["oracle"] = {
-                "mpsnr": result.oracle_mpsnr,
-                "step": result.oracle_step,
-                "note": "ORACLE: best x0 chosen with the ground truth; not the method's output",
-            }
-        return result
+        res.cube = ((x + 1) / 2).clamp(0, 1).detach()
+        res.oracle_val, res.oracle_step = oracle_val, oracle_step
+        return res
 
 
 def dds2m_restore(
