@@ -237,10 +237,14 @@ def markdown(results, scale_rows, meta) -> str:
             "",
         ]
         for r in oracle:
+            chains = r.get("samples", 1)
+            best_of = f" of the best of {chains} chains" if chains > 1 else ""
+            where = f"iteration {r['oracle_step']}{best_of}"
+            output = "final iterate" if chains == 1 else f"mean of the {chains} final iterates"
             lines.append(
                 f"- {r['task']} / {r['cube']} / {r['method']}: "
                 f"{r['oracle_best_mpsnr (ORACLE, not the output)']:.2f} dB "
-                f"at iteration {r['oracle_step']} (final iterate {r['mpsnr']:.2f} dB)"
+                f"at {where} ({output} {r['mpsnr']:.2f} dB)"
             )
     if scale_rows:
         lines += [

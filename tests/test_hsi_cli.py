@@ -50,13 +50,17 @@ def test_restore_denoise_dds2m_writes_nc_json_png(tmp_path, capsys):
             "--quiet",
             "--sigma",
             "0.05",
+            "--samples",
+            "2",
         ]
     )
     assert rc == 0
     d = load_cube(out)
     assert d.shape == (20, 16, 5) and np.isfinite(d.values).all()
     rec = json.loads((tmp_path / "out.json").read_text())
-    assert rec["method"] == "DDS2M" and rec["task"] == "denoise" and rec["nfe"] == 4
+    assert rec["method"] == "DDS2M" and rec["task"] == "denoise" and rec["nfe"] == 2 * 4
+    assert rec["chain_seeds"] == [1234, 1235] and rec["estimate"] == "mean of 2 chains' final iterates"
+    assert rec["output"] == str(out)
     png = (tmp_path / "out.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # no clobbering without --overwrite

@@ -330,7 +330,9 @@ def run_restore(args) -> int:
     )
     record = {
         **settings,
-        **{k: v for k, v in record_extra.items() if k != "loss_trace"},
+        **{k: v for k, v in record_extra.items() if k not in ("loss_trace", "output")},
+        # DDS2M's "output" says which iterate is returned; here "output" is the written file
+        **({"estimate": record_extra["output"]} if "output" in record_extra else {}),
         "seconds_total": t.seconds,
         "peak_rss_mb": peak_rss_mb(),
         "output": str(out_path),
