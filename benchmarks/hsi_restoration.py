@@ -102,6 +102,8 @@ def run_task(task, name, clean, args, results, save):
         "network": args.network,
         "rank": args.rank,
         "lr": args.lr,
+        "eta_b": args.eta_b,
+        "upsample": args.upsample,
         "ema": args.ema,
         "updates_per_step": args.updates_per_step,
         "samples": args.samples,
@@ -129,6 +131,7 @@ def run_task(task, name, clean, args, results, save):
         "start_point": res.record["start_point"],
         "eta": res.record["eta"],
         "eta_b": res.record["eta_b"],
+        "upsample": res.record["network_config"]["upsample"],
         "lr": res.record["lr"],
         "ema": res.record["ema"],
         "updates_per_step": res.record["updates_per_step"],
@@ -153,6 +156,10 @@ def _rank_label(setting, record) -> str:
 def _knobs(args) -> str:
     """Non-paper optimiser settings, appended to the method label (empty for the paper's)."""
     parts = []
+    if args.upsample == "nearest":
+        parts.append("nearest upsampling")
+    if args.eta_b is not None and args.eta_b != 1.0:
+        parts.append(f"η_B={args.eta_b:g}")
     if args.lr != 5e-4:
         parts.append(f"lr={args.lr:g}")
     if args.ema != 0.98:
@@ -286,6 +293,10 @@ def main(argv=None) -> int:
         help="DDS2M rank R: an integer (paper: 10) or 'auto' (Marchenko-Pastur rank of the measurement)",
     )
     p.add_argument("--lr", type=float, default=5e-4, help="DDS2M Adam learning rate (paper: 5e-4)")
+    p.add_argument("--eta-b", type=float, default=None, help="DDS2M eta_B (paper: 1)")
+    p.add_argument(
+        "--upsample", default=None, choices=["bilinear", "nearest"], help="VS2M upsampling (paper: bilinear)"
+    )
     p.add_argument("--ema", type=float, default=0.98, help="DDS2M EMA weight of the output (paper: 0.98)")
     p.add_argument(
         "--updates-per-step",

@@ -67,6 +67,18 @@ def test_vs2m_shapes_nonsquare_any_bands():
     assert usable_depth(256, 256, 6) == 6 and usable_depth(64, 64, 6) == 4 and usable_depth(8, 30, 6) == 1
 
 
+def test_vs2m_upsample_modes():
+    """upsample="nearest" changes the decoder only (same parameters, different maps); others raise."""
+    g = torch.Generator
+    bil = VS2M(20, 16, 3, config=LITE, rank=2, generator=g().manual_seed(0))
+    near = VS2M(20, 16, 3, config=LITE, rank=2, upsample="nearest", generator=g().manual_seed(0))
+    near.load_state_dict(bil.state_dict())
+    assert near.config.upsample == "nearest" and near().shape == (20, 16, 3)
+    assert not torch.allclose(bil.spatial(), near.spatial())
+    with pytest.raises(InputDataError, match="upsample"):
+        VS2M(20, 16, 3, config=LITE, rank=2, upsample="bicubic")
+
+
 def test_vs2m_groups_are_independent_nets():
     """Grouped convolutions must not mix the R spatial nets: the gradient of map 0 w.r.t. the
     parameters of group 1 is zero."""

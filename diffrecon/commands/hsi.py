@@ -82,6 +82,12 @@ def add_parser(sub) -> None:
     r.add_argument(
         "--depth", type=int, default=None, help="DDS2M: hourglass levels (default: as many as fit)"
     )
+    r.add_argument(
+        "--upsample",
+        default=None,
+        choices=("bilinear", "nearest"),
+        help="DDS2M: decoder upsampling of VS2M's spatial nets (paper: bilinear)",
+    )
     r.add_argument("--lr", type=float, default=5e-4, help="DDS2M: Adam learning rate (paper: 5e-4)")
     r.add_argument("--ema", type=float, default=0.98, help="DDS2M: EMA weight of the output (paper: 0.98)")
     r.add_argument(
@@ -280,6 +286,7 @@ def run_restore(args) -> int:
                 rank=args.rank,
                 network=args.network,
                 depth=args.depth,
+                upsample=args.upsample,
                 lr=args.lr,
                 ema=args.ema,
                 updates_per_step=args.updates_per_step,

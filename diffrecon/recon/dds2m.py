@@ -207,6 +207,9 @@ class DDS2M:
         network: ``"paper"`` (published widths), ``"lite"`` (narrow, 3×3 kernels; for CPU),
             ``"auto"`` (paper on CUDA, lite on CPU), or a :class:`VS2MConfig`.
         depth: hourglass levels (capped by the image size; ``None`` = as many as fit, up to 6).
+        upsample: decoder upsampling of the spatial nets, ``"bilinear"`` (paper) or ``"nearest"``
+            (sharper edges, fits noise sooner; pair it with ``eta_b`` < 1, see the HSI docs);
+            ``None`` keeps the network config's value (bilinear in both presets).
         lr: Adam learning rate (paper: 5e-4). ema: EMA weight of the running output (paper: 0.98).
         updates_per_step: Adam steps on the same target x_t per diffusion step (paper: 1, the
             official ``iter_number: 0``); the EMA is updated after each of them.
@@ -245,6 +248,7 @@ class DDS2M:
         rank: int | str = PAPER_RANK,
         network: str | VS2MConfig = "auto",
         depth: int | None = None,
+        upsample: str | None = None,
         lr: float = 5e-4,
         ema: float = 0.98,
         updates_per_step: int = 1,
@@ -303,6 +307,9 @@ class DDS2M:
         self.rank: int | str = rank
         self.network = network
         self.depth = depth
+        if upsample not in (None, "bilinear", "nearest"):
+            raise InputDataError(f"DDS2M: upsample must be 'bilinear' or 'nearest', found {upsample!r}")
+        self.upsample = upsample
         self.lr = float(lr)
         self.ema = float(ema)
         self.tv_weight = float(tv_weight)
@@ -324,7 +331,11 @@ class DDS2M:
             raise InputDataError(
                 f"DDS2M: network must be 'auto', 'paper', 'lite' or a VS2MConfig, found {net!r}"
             )
-        cfg = cfg.replace(rank=int(rank), depth=self.depth if self.depth is not None else cfg.depth)
+        cfg = cfg.replace(
+            rank=int(rank),
+            depth=self.depth if self.depth is not None else cfg.depth,
+            upsample=self.upsample or cfg.upsample,
+        )
         return name, cfg
 
     def settings(self) -> dict:

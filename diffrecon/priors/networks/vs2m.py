@@ -16,7 +16,7 @@ Implementation notes (this is our own implementation of the published architectu
   result is exactly R separate nets at the cost of one call.
 * The R spectral MLPs are batched the same way with per-net weight tensors (``torch.baddbmm``).
 * Hourglass level k (k = 0 … depth−1): ``conv k×k → AvgPool(2) → BN → LeakyReLU(0.2) → conv k×k →
-  BN → LReLU → [deeper levels] → bilinear upsample``; the optional skip branch is a 1×1 conv; after
+  BN → LReLU → [deeper levels] → upsample``; the optional skip branch is a 1×1 conv; after
   concatenation ``BN → conv k×k → BN → LReLU → conv 1×1 → BN → LReLU``; the output head is a 1×1
   conv without sigmoid. Reflection padding everywhere. At the levels in ``attention_levels`` a
   CBAM block (channel attention with reduction 16, then spatial attention, residual) acts on the
@@ -26,6 +26,9 @@ Implementation notes (this is our own implementation of the published architectu
 * Any H, W (not only square, not only powers of two): upsampling targets the skip branch's size.
   ``depth`` is capped so the coarsest level keeps at least 4×4 pixels (BatchNorm with batch 1
   needs more than one value per channel), and kernels shrink where reflection padding would not fit.
+* Upsampling is bilinear as in the paper (``upsample="bilinear"``); ``upsample="nearest"`` is the
+  other mode of the original Deep Image Prior hourglass. Nearest upsampling keeps edges sharper but
+  also fits noise faster (see :class:`~diffrecon.recon.dds2m.DDS2M`).
 
 The paper's widths (down/up ``[16, 32, 64, 128, 128, 128]``, skip ``[0, 0, 4, 4, 4, 4]``, kernels
 ``[7, 7, 5, 5, 3, 3]``, MLP hidden ``[128, 256, 256, 128]``, R = 10) are :data:`PAPER`; a 256-pixel
@@ -61,6 +64,7 @@ class VS2MConfig:
     depth: int | None = None  # None: as many levels as the lists hold and the image allows
     negative_slope: float = 0.2
     input_scale: float = 1.0  # inputs ~ U(-scale/2, scale/2) as in the paper (scale 1)
+    upsample: str = "bilinear"  # decoder upsampling: "bilinear" (paper) or "nearest" (DIP's other mode)
 
     def replace(self, **kw) -> VS2MConfig:
         d = asdict(self)
@@ -158,6 +162,7 @@ class _Level(nn.Module):
         c, k, cs = cfg.channels[level], cfg.kernels[level], cfg.skip_channels[level]
         slope = cfg.negative_slope
         self.groups = groups
+        self.upsample = cfg.upsample
         self.skip = nn.Sequential(_GConv(groups, cin, cs, 1), *_bn_act(groups, cs, slope)) if cs > 0 else None
         self.down = nn.Sequential(
             _GConv(groups, cin, c, k),
@@ -181,7 +186,11 @@ class _Level(nn.Module):
         h = self.down(x)
         if self.deeper is not None:
             h = self.deeper(h)
-        h = F.interpolate(h, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+        size = tuple(x.shape[-2:])
+        if self.upsample == "nearest":
+            h = F.interpolate(h, size=size, mode="nearest")
+        else:
+            h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
         if self.skip is not None:
             h = _group_cat(self.skip(x), h, self.groups)
         h = self.merge_bn(h)
@@ -225,6 +234,8 @@ class VS2M(nn.Module):
             raise InputDataError(f"VS2M: expected positive cube sizes, found {(height, width, bands)}")
         if cfg.rank < 1:
             raise InputDataError(f"VS2M: rank must be >= 1, found {cfg.rank}")
+        if cfg.upsample not in ("bilinear", "nearest"):
+            raise InputDataError(f"VS2M: upsample must be 'bilinear' or 'nearest', found {cfg.upsample!r}")
         n_lists = min(len(cfg.channels), len(cfg.skip_channels), len(cfg.kernels))
         requested = n_lists if cfg.depth is None else min(int(cfg.depth), n_lists)
         if requested < 1:
