@@ -247,3 +247,15 @@ def test_samples_average_independent_chains():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputDataError, match="samples"):
             DDS2M("denoise", samples=bad)
+
+
+def test_upsample_override_reaches_the_network():
+    clean = _cube(16, 16, 4)
+    res = DDS2M("denoise", num_steps=4, start_point=3, upsample="nearest", eta_b=0.5, **TINY).restore(
+        add_gaussian_noise(clean, 0.1, seed=5), sigma=0.1
+    )
+    assert res.record["network_config"]["upsample"] == "nearest" and res.record["eta_b"] == 0.5
+    default = DDS2M("denoise", num_steps=4, start_point=3, **TINY).restore(clean, sigma=0.1)
+    assert default.record["network_config"]["upsample"] == "bilinear"
+    with pytest.raises(InputDataError, match="upsample"):
+        DDS2M("denoise", upsample="cubic")
