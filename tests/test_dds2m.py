@@ -259,3 +259,16 @@ def test_upsample_override_reaches_the_network():
     assert default.record["network_config"]["upsample"] == "bilinear"
     with pytest.raises(InputDataError, match="upsample"):
         DDS2M("denoise", upsample="cubic")
+
+
+def test_tuned_denoiser_settings():
+    from diffrecon.recon.dds2m import TUNED_DENOISE
+
+    m = DDS2M.tuned_denoiser(31)
+    assert m.task == "denoise" and m.rank == 5 and m.upsample == "nearest" and m.network == "lite"
+    assert m.settings()["samples"] == 3 and m.eta_b == 0.5 and m.lr == TUNED_DENOISE["lr"]
+    assert DDS2M.tuned_denoiser(4).rank == "auto"  # R = 5 would not stay below B
+    assert DDS2M.tuned_denoiser(31, samples=1, rank=7).settings()["samples"] == 1
+    for bad in (0, 2.5, True):
+        with pytest.raises(InputDataError, match="bands"):
+            DDS2M.tuned_denoiser(bad)

@@ -144,3 +144,28 @@ def test_restore_rank_auto_recorded_and_bad_rank(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(args[:5] + [str(tmp_path / "bad.nc")] + args[6:] + ["--rank", bad])
         assert "--rank" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a DDS2M run (imports torch._dynamo via Adam): a few seconds cold
+def test_restore_tuned_settings_and_explicit_overrides(tmp_path, capsys):
+    """--tuned applies TUNED_DENOISE (rank auto below 10 bands); options given explicitly win; it
+    refuses tasks and methods it was not measured for."""
+    inp = _noisy(tmp_path)
+    out = tmp_path / "tuned.nc"
+    args = ["hsi", "restore", "--task", "denoise", str(inp), str(out), "--tuned", "--steps", "6"]
+    args += ["--start-point", "4", "--samples", "1", "--quiet", "--sigma", "0.05", "--no-png"]
+    assert main(args) == 0
+    rec = json.loads((tmp_path / "tuned.json").read_text())
+    assert rec["lr"] == 5e-3 and rec["eta_b"] == 0.5 and rec["network"] == "lite"
+    assert rec["network_config"]["upsample"] == "nearest" and rec["rank_setting"] == "auto"
+    assert rec["samples"] == 1 and rec["nfe"] == 3  # the explicit --samples 1 beats the tuned 3
+    plain = tmp_path / "plain.nc"
+    assert main(args[:5] + [str(plain)] + [a for a in args[6:] if a != "--tuned"]) == 0
+    rec = json.loads((tmp_path / "plain.json").read_text())
+    assert rec["lr"] == 5e-4 and rec["eta_b"] == 1.0 and rec["network_config"]["upsample"] == "bilinear"
+    for extra in (["--method", "tv"], ["--task", "sr"]):
+        assert (
+            main(["hsi", "restore", "--task", "denoise", str(inp), str(tmp_path / "x.nc"), "--tuned", *extra])
+            == 1
+        )
+        assert "--tuned" in capsys.readouterr().err
