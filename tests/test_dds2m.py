@@ -266,7 +266,7 @@ def test_tuned_denoiser_settings():
 
     m = DDS2M.tuned_denoiser(31)
     assert m.task == "denoise" and m.rank == 5 and m.upsample == "nearest" and m.network == "lite"
-    assert m.settings()["samples"] == 3 and m.eta_b == 0.5 and m.lr == TUNED_DENOISE["lr"]
+    assert m.settings()["samples"] == 4 and m.eta_b == 0.5 and m.lr == TUNED_DENOISE["lr"]
     assert DDS2M.tuned_denoiser(4).rank == "auto"  # R = 5 would not stay below B
     assert DDS2M.tuned_denoiser(31, samples=1, rank=7).settings()["samples"] == 1
     for bad in (0, 2.5, True):

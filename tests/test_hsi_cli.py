@@ -158,7 +158,7 @@ def test_restore_tuned_settings_and_explicit_overrides(tmp_path, capsys):
     rec = json.loads((tmp_path / "tuned.json").read_text())
     assert rec["lr"] == 5e-3 and rec["eta_b"] == 0.5 and rec["network"] == "lite"
     assert rec["network_config"]["upsample"] == "nearest" and rec["rank_setting"] == "auto"
-    assert rec["samples"] == 1 and rec["nfe"] == 3  # the explicit --samples 1 beats the tuned 3
+    assert rec["samples"] == 1 and rec["nfe"] == 3  # the explicit --samples 1 beats the tuned 4
     plain = tmp_path / "plain.nc"
     assert main(args[:5] + [str(plain)] + [a for a in args[6:] if a != "--tuned"]) == 0
     rec = json.loads((tmp_path / "plain.json").read_text())

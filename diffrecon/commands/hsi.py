@@ -107,7 +107,7 @@ def add_parser(sub) -> None:
         "--tuned",
         action="store_true",
         help="DDS2M denoise: the settings checked on held-out cubes (lite, R=5 or auto below 10 bands, "
-        "lr 5e-3, nearest upsampling, eta_B 0.5, 3 chains) instead of the paper's; options given "
+        "lr 5e-3, nearest upsampling, eta_B 0.5, 4 chains) instead of the paper's; options given "
         "explicitly still win",
     )
     r.add_argument("--seed", type=int, default=1234)
