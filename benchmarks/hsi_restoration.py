@@ -15,6 +15,8 @@ Examples::
     python benchmarks/hsi_restoration.py --tasks denoise --cubes sentinel --quick      # smoke test
     python benchmarks/hsi_restoration.py --scaling-only --threads 2
     python benchmarks/hsi_restoration.py --tune-tv                                    # λ rule for TV
+    python benchmarks/hsi_restoration.py --methods dds2m --tasks denoise --rank 5 --lr 5e-3 --samples 4 \
+        --upsample nearest --eta-b 0.5                       # DDS2M.tuned_denoiser's settings
 """
 
 from __future__ import annotations
