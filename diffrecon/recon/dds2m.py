@@ -168,16 +168,16 @@ class _ChainData:
 class _ChainOutput:
     """One chain's final iterate and bookkeeping."""
 
-    cube: Tensor
     depth: int
     n_parameters: int
+    oracle_val: Tensor  # best MPSNR so far (−inf without ground truth), on the device
+    oracle_step: Tensor  # loop iteration of oracle_cube
+    cube: Tensor | None = None  # final iterate in [0, 1], set when the chain ends
     n_updates: int = 0
     t_net: float = 0.0
     cpu_net: float = 0.0
     losses: list[Tensor] = field(default_factory=list)
     oracle_cube: Tensor | None = None
-    oracle_val: Tensor | None = None
-    oracle_step: Tensor | None = None
     history: list[Tensor] = field(default_factory=list)
 
 
@@ -460,7 +460,7 @@ class DDS2M:
         else:
             rank, rank_rule = int(self.rank), "given"
         net_name, cfg = self._config(device, rank)
-        h, w, b = shape
+        b = shape[-1]
         if rank >= b:
             import warnings
 
@@ -585,11 +585,14 @@ class DDS2M:
         )
         x = op.V(init / sig_T)
 
-        res = _ChainOutput(cube=x, depth=net.depth, n_parameters=net.n_parameters())
+        res = _ChainOutput(
+            depth=net.depth,
+            n_parameters=net.n_parameters(),
+            oracle_val=torch.full((), -math.inf, device=device),
+            oracle_step=torch.zeros((), dtype=torch.long, device=device),
+        )
         prev01 = torch.zeros(shape, device=device, dtype=dt)  # EMA seed (official: 0 before any step)
         x0 = x
-        oracle_val = torch.full((), -math.inf, device=device)
-        oracle_step = torch.zeros((), dtype=torch.long, device=device)
         eta, eta_b = self.eta, self.eta_b
         for it in range(1, self.num_steps + 1):
             t = self.num_steps - it  # current time index
@@ -614,13 +617,13 @@ class DDS2M:
                     res.losses.append(loss.detach())
                 if d.ground_truth is not None:
                     score = mpsnr_torch(avg, d.ground_truth)
-                    better = score > oracle_val
+                    better = score > res.oracle_val
                     prev_best = res.oracle_cube
                     res.oracle_cube = (
                         avg.clone() if prev_best is None else torch.where(better, avg, prev_best)
                     )
-                    oracle_step = torch.where(better, torch.tensor(it, device=device), oracle_step)
-                    oracle_val = torch.maximum(score, oracle_val)
+                    res.oracle_step = torch.where(better, torch.tensor(it, device=device), res.oracle_step)
+                    res.oracle_val = torch.maximum(score, res.oracle_val)
                     res.history.append(score)
                 if self.on_step is not None:
                     self.on_step(it, t, avg)
@@ -646,7 +649,6 @@ class DDS2M:
             bar.update(1)
 
         res.cube = ((x + 1) / 2).clamp(0, 1).detach()
-        res.oracle_val, res.oracle_step = oracle_val, oracle_step
         return res
 
 
