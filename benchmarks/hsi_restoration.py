@@ -41,9 +41,9 @@ from diffrecon.operators.hsi import (  # noqa: E402
     Denoising,
     Inpainting,
     SpatialSR,
-    add_gaussian_noise,
     random_voxel_mask,
 )
+from diffrecon.operators.noise import add_gaussian_noise  # noqa: E402
 from diffrecon.recon import hsi_baselines as hb  # noqa: E402
 from diffrecon.recon.dds2m import DDS2M  # noqa: E402
 
@@ -117,27 +117,29 @@ def run_task(task, name, clean, args, results, save):
     t0 = time.perf_counter()
     res = model.restore(y, op, sigma=args.sigma, ground_truth=clean)
     sec = time.perf_counter() - t0
-    m = hsi_metrics(res.cube, clean, ratio=ratio)
+    image, rec = res  # Reconstruction (image, SolveRecord); the oracle outcomes are attributes of res
+    extra, settings = rec.extra, rec.settings
+    m = hsi_metrics(image, clean, ratio=ratio)
     row = {
         "task": task,
         "cube": name,
-        "method": f"DDS2M ({res.record['network']}, R={_rank_label(args.rank, res.record)}{_knobs(args)})",
+        "method": f"DDS2M ({extra['network']}, R={_rank_label(args.rank, extra)}{_knobs(args)})",
         **m,
         "seconds": sec,
-        "nfe": res.record["nfe"],
-        "rank": res.record["rank"],
-        "rank_rule": res.record["rank_rule"],
-        "seconds_per_update": res.record["seconds_per_update"],
-        "cpu_seconds": res.record["cpu_seconds"],
-        "num_steps": res.record["num_steps"],
-        "start_point": res.record["start_point"],
-        "eta": res.record["eta"],
-        "eta_b": res.record["eta_b"],
-        "upsample": res.record["network_config"]["upsample"],
-        "lr": res.record["lr"],
-        "ema": res.record["ema"],
-        "updates_per_step": res.record["updates_per_step"],
-        "samples": res.record["samples"],
+        "nfe": rec.nfe,
+        "rank": extra["rank"],
+        "rank_rule": extra["rank_rule"],
+        "seconds_per_update": extra["seconds_per_update"],
+        "cpu_seconds": extra["cpu_seconds"],
+        "num_steps": settings["num_steps"],
+        "start_point": settings["start_point"],
+        "eta": settings["eta"],
+        "eta_b": settings["eta_b"],
+        "upsample": extra["network_config"]["upsample"],
+        "lr": settings["lr"],
+        "ema": settings["ema"],
+        "updates_per_step": settings["updates_per_step"],
+        "samples": settings["samples"],
         "oracle_best_mpsnr (ORACLE, not the output)": res.oracle_mpsnr,
         "oracle_step": res.oracle_step,
     }
@@ -150,9 +152,10 @@ def run_task(task, name, clean, args, results, save):
     save()
 
 
-def _rank_label(setting, record) -> str:
-    """``10`` for a fixed rank, ``auto→3`` for the data-driven one (the R actually used)."""
-    return f"auto→{record['rank']}" if setting == "auto" else str(setting)
+def _rank_label(setting, extra) -> str:
+    """``10`` for a fixed rank, ``auto→3`` for the data-driven one (``extra``: the record's
+    ``extra``, whose ``rank`` is the R actually used)."""
+    return f"auto→{extra['rank']}" if setting == "auto" else str(setting)
 
 
 def _knobs(args) -> str:
@@ -185,25 +188,26 @@ def scaling(args) -> list[dict]:
             "denoise", num_steps=n + 5, start_point=6, network=args.network, rank=args.rank, progress=False
         )
         t0 = time.perf_counter()
-        res = model.restore(y, sigma=0.1)
+        _, rec = model.restore(y, sigma=0.1)
         sec = time.perf_counter() - t0
+        extra = rec.extra
         rows.append(
             {
                 "shape": [h, w, b],
                 "voxels": h * w * b,
-                "updates": res.record["nfe"],
-                "seconds_per_update": res.record["seconds_per_update"],
-                "cpu_seconds_per_update": res.record["cpu_seconds_per_update"],
+                "updates": rec.nfe,
+                "seconds_per_update": extra["seconds_per_update"],
+                "cpu_seconds_per_update": extra["cpu_seconds_per_update"],
                 "seconds_total": sec,
-                "network_parameters": res.record["network_parameters"],
-                "projected_default_denoise_s": res.record["seconds_per_update"] * 1001,
-                "projected_default_denoise_cpu_s": res.record["cpu_seconds_per_update"] * 1001,
+                "network_parameters": extra["network_parameters"],
+                "projected_default_denoise_s": extra["seconds_per_update"] * 1001,
+                "projected_default_denoise_cpu_s": extra["cpu_seconds_per_update"] * 1001,
             }
         )
         print(
-            f"  scaling {h}x{w}x{b}: {res.record['seconds_per_update']:.3f} s/update wall, "
-            f"{res.record['cpu_seconds_per_update']:.3f} s CPU "
-            f"({res.record['network_parameters']} parameters)",
+            f"  scaling {h}x{w}x{b}: {extra['seconds_per_update']:.3f} s/update wall, "
+            f"{extra['cpu_seconds_per_update']:.3f} s CPU "
+            f"({extra['network_parameters']} parameters)",
             flush=True,
         )
     return rows

@@ -50,12 +50,8 @@ LABELS = {"baseline": "FBP / zero-filled", "admm_tv": "ADMM-TV (3-D)", "dps": "D
 
 def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
     """Run one method on one problem; returns (volume, NFE, settings)."""
-    from diffrecon.recon.analytic import fbp
-    from diffrecon.recon.classical import admm_tv
-    from diffrecon.recon.dds import DDS
-    from diffrecon.recon.defaults import ct_tv_defaults, intensity_scale
-    from diffrecon.recon.dps import DPS
-    from diffrecon.recon.mbir import DiffusionMBIR
+    from diffrecon.recon import DDS, DPS, DiffusionMBIR, admm_tv, fbp
+    from diffrecon.recon.defaults import ct_tv_defaults, demo_diffusion_settings, intensity_scale
 
     ct = prob.modality == "ct"
     la = prob.name.startswith("ct-la")
@@ -87,23 +83,14 @@ def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
         elif la or method == "dds_paper":
             solver = DDS.paper_ct(prior, n_views=prob.n_views, limited_angle=la, **common)
         else:  # sparse view: the demo's setting (ρ tuned on this volume, see recon/defaults.py)
-            from diffrecon.recon.defaults import DEMO_DIFFUSION
-
-            base = DDS.paper_ct(prior, n_views=prob.n_views)
-            tuned = DEMO_DIFFUSION["dds"]
-            solver = DDS.paper_ct(prior, n_views=prob.n_views, lam=base.lam * tuned["lam_mult"],
-                                  rho=base.rho * tuned["rho_mult"], steps=tuned["steps"], **common)
+            solver = DDS.paper_ct(prior, n_views=prob.n_views, **demo_diffusion_settings("dds", prob.n_views),
+                                  **common)
     elif method == "diffusion_mbir":
-        kw = dict(steps=args.mbir_steps, **common)
         if ct:
-            from diffrecon.recon.defaults import DEMO_DIFFUSION
-
-            base = DiffusionMBIR.paper_ct(prior, n_views=prob.n_views)
-            cpu = DEMO_DIFFUSION["diffusion_mbir"]
-            kw.update(lam=base.lam * cpu["lam_mult"], rho=base.rho * cpu["rho_mult"])
-            solver = DiffusionMBIR.paper_ct(prior, n_views=prob.n_views, **kw)
+            cpu = demo_diffusion_settings("diffusion_mbir", prob.n_views, steps=args.mbir_steps)
+            solver = DiffusionMBIR.paper_ct(prior, n_views=prob.n_views, **cpu, **common)
         else:
-            solver = DiffusionMBIR.paper_mri(prior, **kw)
+            solver = DiffusionMBIR.paper_mri(prior, steps=args.mbir_steps, **common)
     else:
         raise ValueError(method)
     x, rec = solver(prob.y, prob.operator)

@@ -48,7 +48,9 @@ def main(argv=None) -> int:
     import sigpy
     import sigpy.mri
 
-    from diffrecon.operators.mri import MultiCoilMRI, birdcage_maps, uniform1d_mask
+    from diffrecon.operators.coils import birdcage_maps
+    from diffrecon.operators.mri import MultiCoilMRI
+    from diffrecon.operators.sampling import uniform1d_mask
 
     c, n, s = args.coils, args.size, args.slices
     maps = birdcage_maps((c, n, n))

@@ -40,7 +40,7 @@ def sample_slices(axes=(0, 1, 2), per_axis: int = 32) -> torch.Tensor:
 
 @torch.no_grad()
 def run(prior, x: torch.Tensor, sigmas, seed: int = 0, chunk: int = 48) -> list[dict]:
-    from diffrecon.priors import psnr
+    from diffrecon.metrics import psnr
 
     g = torch.Generator().manual_seed(seed)
     res = []
@@ -51,9 +51,9 @@ def run(prior, x: torch.Tensor, sigmas, seed: int = 0, chunk: int = 48) -> list[
         res.append(
             {
                 "noise_level": sig,
-                "input_psnr": round(psnr(y, x), 3),
-                "output_psnr": round(psnr(est, x), 3),
-                "gain_db": round(psnr(est, x) - psnr(y, x), 3),
+                "input_psnr": round(psnr(y, x, data_range=1.0), 3),
+                "output_psnr": round(psnr(est, x, data_range=1.0), 3),
+                "gain_db": round(psnr(est, x, data_range=1.0) - psnr(y, x, data_range=1.0), 3),
                 "slices": int(len(x)),
                 "seconds": round(time.time() - t0, 2),
             }

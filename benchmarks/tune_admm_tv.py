@@ -1,6 +1,6 @@
 """Sweep ADMM-TV's weight λ (and ρ) on the demo problem; prints a table and the best setting.
 
-The demo and ``diffrecon reconstruct --method tv`` use the best relative weight found here
+The demo and ``diffrecon reconstruct --method admm_tv`` use the best relative weight found here
 (``diffrecon/recon/defaults.py``), so the TV baseline is tuned as honestly as the methods it is
 compared with. λ is relative: λ = λ_rel · s, s = ⟨A1, y⟩/‖A1‖² (mean object intensity).
 
@@ -24,9 +24,7 @@ import torch
 from diffrecon.datasets.ct_simulation import make_geometry, simulate_ct
 from diffrecon.demo import PLANES, phantom_volume
 from diffrecon.metrics import plane_metrics
-from diffrecon.operators.ct import operator_from_geometry
-from diffrecon.operators.slicewise import SliceWise
-from diffrecon.recon.classical import admm_tv
+from diffrecon.recon import admm_tv
 from diffrecon.recon.defaults import intensity_scale
 
 
@@ -55,7 +53,7 @@ def main() -> None:
         image_shape = tuple(s for i, s in enumerate(truth.shape) if i != slice_axis)
         geom = make_geometry(image_shape, "parallel", views)
         sim = simulate_ct(truth, geom, slice_axis, args.noise, seed=0)
-        op = SliceWise(operator_from_geometry(geom), axis=slice_axis)
+        op = sim.operator
         s = intensity_scale(sim.sinogram, op)
         best = None
         for lam_rel, rho in itertools.product(args.lam, args.rho):

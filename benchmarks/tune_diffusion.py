@@ -7,10 +7,11 @@ compared with (``tune_admm_tv.py --volume sample``), on the same data. λ and ρ
 paper's values after the exact-adjoint rescaling, so ``--lam-mult 1 --rho-mult 1`` is ``paper_ct``.
 
     python benchmarks/tune_diffusion.py --method dds --views 8 --lam-mult 0.5 1 2 --tv-axes z all
-    python benchmarks/tune_diffusion.py --method mbir --views 8 --steps 100 200 --rho-mult 0.1 1 \
+    python benchmarks/tune_diffusion.py --method diffusion_mbir --views 8 --steps 100 200 --rho-mult 0.1 1 \
         --slices 24 40     # a 16-slice axial slab for quick probes
 
 Prints one line (or JSON object with ``--json``) per setting: PSNR/SSIM per plane, NFE, seconds.
+``--method`` takes the library names ``dds`` and ``diffusion_mbir`` (``mbir`` is an accepted alias).
 """
 
 from __future__ import annotations
@@ -26,17 +27,18 @@ import torch
 from diffrecon.datasets import sample_volume
 from diffrecon.metrics import plane_metrics
 from diffrecon.priors import load
-from diffrecon.recon.dds import DDS
-from diffrecon.recon.mbir import DiffusionMBIR
+from diffrecon.recon import DDS, DiffusionMBIR
 from diffrecon.recon.problems import ct_problem
 
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
-SOLVERS = {"dds": DDS, "mbir": DiffusionMBIR}
+SOLVERS = {"dds": DDS, "diffusion_mbir": DiffusionMBIR}
+ALIASES = {"mbir": "diffusion_mbir"}  # the older spelling (the CLI's alias too)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=sorted(SOLVERS), default="dds")
+    p.add_argument("--method", choices=sorted(SOLVERS), default="dds", type=lambda m: ALIASES.get(m, m),
+                   help="dds or diffusion_mbir (alias: mbir)")
     p.add_argument("--prior", default="head-64", help="bundled prior name or checkpoint path")
     p.add_argument("--views", type=int, nargs="+", default=[8])
     p.add_argument("--limited-angle", type=float, default=None, metavar="DEGREES",
@@ -44,9 +46,11 @@ def main() -> None:
     p.add_argument("--lam-mult", type=float, nargs="+", default=[1.0])
     p.add_argument("--rho-mult", type=float, nargs="+", default=[1.0])
     p.add_argument("--tv-axes", nargs="+", default=["z"], help="z (paper) and/or all")
-    p.add_argument("--steps", type=int, nargs="+", default=None, help="default: 50 (dds), 100 (mbir)")
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="default: 50 (dds), 100 (diffusion_mbir)")
     p.add_argument("--eta", type=float, nargs="+", default=[0.85], help="DDS stochasticity")
-    p.add_argument("--cg-iter", type=int, nargs="+", default=None, help="default: 5 (dds), 1 (mbir)")
+    p.add_argument("--cg-iter", type=int, nargs="+", default=None,
+                   help="default: 5 (dds), 1 (diffusion_mbir)")
     p.add_argument("--snr", type=float, nargs="+", default=[0.16], help="DiffusionMBIR Langevin snr")
     p.add_argument("--clip-x0", type=int, nargs="+", default=[0], help="DDS: clamp Tweedie's estimate (0/1)")
     p.add_argument("--slices", type=int, nargs=2, default=None, metavar=("START", "STOP"),

@@ -5,8 +5,8 @@ never seen by the bundled prior) slice by slice along its axial axis, reconstruc
 
 * ``fbp``: filtered back-projection (ramp filter);
 * ``admm_tv``: 3-D anisotropic ADMM-TV with the weight tuned on this volume (``recon/defaults.py``);
-* ``dds``: DDS with the bundled 2-D slice prior (:class:`~diffrecon.recon.dds.DDS`);
-* ``diffusion_mbir``: DiffusionMBIR with the same prior (:class:`~diffrecon.recon.mbir.DiffusionMBIR`)
+* ``dds``: DDS with the bundled 2-D slice prior (:class:`~diffrecon.recon.diffusion.DDS`);
+* ``diffusion_mbir``: DiffusionMBIR with the same prior (:class:`~diffrecon.recon.diffusion.DiffusionMBIR`)
   at a CPU step count (the paper's 2000 steps need a GPU; the settings are in ``metrics.json``),
 
 and writes into ``out_dir``:
@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .commands._common import Timer, peak_rss_mb
+from ._runtime import Timer, peak_rss_mb
 from .errors import InputDataError, OutputExistsError
 from .io import save_nifti, save_sinogram, write_text_atomic
 from .metrics import plane_metrics
@@ -133,12 +133,10 @@ def run_demo(
         progress: progress bars.
         log: where the per-method lines go.
     """
-    from .datasets.ct_simulation import make_geometry, simulate_ct
-    from .operators.ct import operator_from_geometry
-    from .operators.slicewise import SliceWise
-    from .recon.analytic import fbp
-    from .recon.classical import admm_tv
-    from .recon.defaults import DEMO_DIFFUSION, ct_tv_defaults, intensity_scale
+    from .datasets.ct_simulation import simulate_ct
+    from .recon import admm_tv, fbp
+    from .recon.defaults import ct_tv_defaults, demo_diffusion_settings, intensity_scale
+    from .recon.problems import ct_operator
     from .viz import save_montage
 
     methods = _check_methods(methods, volume)
@@ -158,28 +156,22 @@ def run_demo(
     vol = demo_volume(volume, size)
     truth = vol.truth.to(device)
     plane_shape = tuple(s for i, s in enumerate(truth.shape) if i != vol.slice_axis)
-    geom = make_geometry(plane_shape, "parallel", views)
-    op2d = operator_from_geometry(geom).to(device)
-    op = SliceWise(op2d, axis=vol.slice_axis, n_slices=truth.shape[vol.slice_axis]).to(device)
+    op = ct_operator(plane_shape, views, "parallel", slice_axis=vol.slice_axis,
+                     n_slices=truth.shape[vol.slice_axis]).to(device)
+    op2d, geom = op.op2d, op.op2d.geometry
     solvers = {}
     if any(m in DIFFUSION_METHODS for m in methods):
         # build the diffusion solvers first so a missing or mismatched prior fails before any work
         from .priors import load
-        from .recon.dds import DDS
-        from .recon.mbir import DiffusionMBIR
+        from .recon import DDS, DiffusionMBIR
 
         net = load(prior, device=device)
         classes = {"dds": DDS, "diffusion_mbir": DiffusionMBIR}
         steps = {"dds": dds_steps, "diffusion_mbir": mbir_steps}
         for m in (m for m in methods if m in DIFFUSION_METHODS):
-            cfg = dict(DEMO_DIFFUSION[m])
-            if steps[m] is not None:
-                cfg["steps"] = int(steps[m])
-            base = classes[m].paper_ct(net, n_views=views)
-            lam, rho = base.lam * cfg.pop("lam_mult"), base.rho * cfg.pop("rho_mult")
-            solvers[m] = classes[m].paper_ct(net, n_views=views, lam=lam, rho=rho, seed=seed,
-                                             progress=progress, **cfg)
-            solvers[m]._validate(torch.zeros(op.out_shape, device=device), op)
+            cfg = demo_diffusion_settings(m, views, steps=steps[m])
+            solvers[m] = classes[m].paper_ct(net, n_views=views, seed=seed, progress=progress, **cfg)
+            solvers[m].validate(torch.zeros(op.out_shape, device=device), op)
     sim = simulate_ct(truth, geom, slice_axis=vol.slice_axis, noise=noise, seed=seed)
     log(f"simulated {views}-view parallel-beam CT of {vol.name} {tuple(truth.shape)} (noise {noise})")
 

@@ -39,7 +39,7 @@ def psnr(x, ref, data_range: float | None = None) -> float:
     _check_pair(x, ref)
     rng = float(ref.max() - ref.min()) if data_range is None else float(data_range)
     mse = float(np.mean((x - ref) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(rng**2 / mse)
+    return math.inf if mse == 0 else float(_psnr_db(mse, rng))
 
 
 def ssim(x, ref, data_range: float | None = None) -> float:
@@ -118,13 +118,25 @@ def _check_cube_pair(x: np.ndarray, ref: np.ndarray, who: str) -> None:
         raise InputDataError(f"{who}: expected finite values, found NaN or Inf")
 
 
+def _psnr_db(mse, data_range: float):
+    """``10·log10(range² / mse)`` in dB, element-wise, for a NumPy array or a torch tensor of MSEs.
+
+    The one PSNR formula behind :func:`band_psnr` / :func:`mpsnr` (NumPy, float64, on the host) and
+    :func:`mpsnr_tensor` (torch, any dtype, on the tensor's device); ``mse`` is already floored by the
+    caller, and a zero MSE gives inf.
+    """
+    if isinstance(mse, torch.Tensor):
+        return 10.0 * torch.log10(data_range**2 / mse)
+    return 10.0 * np.log10(data_range**2 / mse)
+
+
 def band_psnr(x, ref, data_range: float = 1.0) -> np.ndarray:
     """Per-band PSNR (dB), shape ``(B,)``: ``10·log10(range² / MSE_b)``, MSE_b over the band's pixels."""
     x, ref = _np(x), _np(ref)
     _check_cube_pair(x, ref, "band_psnr")
     mse = np.mean((x - ref) ** 2, axis=(0, 1))
     with np.errstate(divide="ignore"):
-        return np.where(mse == 0, np.inf, 10.0 * np.log10(float(data_range) ** 2 / np.maximum(mse, 1e-300)))
+        return np.where(mse == 0, np.inf, _psnr_db(np.maximum(mse, 1e-300), float(data_range)))
 
 
 def mpsnr(x, ref, data_range: float = 1.0) -> float:
@@ -134,6 +146,36 @@ def mpsnr(x, ref, data_range: float = 1.0) -> float:
     MPSNR 30 dB.
     """
     return float(np.mean(band_psnr(x, ref, data_range)))
+
+
+def mpsnr_tensor(
+    x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0, mse_floor: float = 0.0
+) -> torch.Tensor:
+    """Mean PSNR over bands (dB) of cubes ``(..., H, W, B)`` as a torch tensor on their device.
+
+    The same formula as :func:`mpsnr` (``(1/B) Σ_b 10·log10(range² / MSE_b)``), computed in torch
+    without leaving the device or synchronising it (no NaN checks), so an iterative solver can score
+    every iterate; leading batch dimensions give one value each (result shape ``x.shape[:-3]``). The
+    per-band MSE is floored at ``mse_floor``: with the default 0 a band that matches exactly scores
+    inf (as :func:`mpsnr` does); a floor such as 1e-20 caps it at ``10·log10(range² / floor)`` dB.
+
+    Args:
+        x: estimate. ref: reference of the same shape (any floating dtype; the result has x's dtype).
+        data_range: peak value (1.0 for cubes in [0, 1]). mse_floor: lower bound of each band's MSE.
+
+    Raises:
+        InputDataError: for mismatched shapes or fewer than three dimensions.
+    """
+    if not (isinstance(x, torch.Tensor) and isinstance(ref, torch.Tensor)):
+        raise InputDataError("mpsnr_tensor: expected torch tensors (use mpsnr for arrays)")
+    if x.shape != ref.shape:
+        raise InputDataError(
+            f"mpsnr_tensor: estimate shape {tuple(x.shape)} does not match reference shape {tuple(ref.shape)}"
+        )
+    if x.ndim < 3:
+        raise InputDataError(f"mpsnr_tensor: expected cubes (..., H, W, B), found shape {tuple(x.shape)}")
+    mse = (x - ref).pow(2).mean(dim=(-3, -2)).clamp_min(float(mse_floor))
+    return _psnr_db(mse, float(data_range)).mean(-1)
 
 
 def mssim(x, ref, data_range: float = 1.0) -> float:

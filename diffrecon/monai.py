@@ -19,7 +19,8 @@ into the three spatial axes) by default. The 2-D prior's image size must equal t
 
 MetaTensors are unwrapped to plain tensors before any solver (custom autograd) call. Each transform
 or inferer rebuilds the forward operator from a :class:`ProblemSpec` (the same seeded mask, coil maps
-and geometry the simulation used). Needs the ``monai`` package (a core dependency) and, for
+and geometry the simulation used; built from the acquisition settings alone, see
+:mod:`diffrecon.recon.problems`). Needs the ``monai`` package (a core dependency) and, for
 ``SupervisedEvaluator``, ``pytorch-ignite``.
 """
 
@@ -65,21 +66,23 @@ class ProblemSpec:
             raise InputDataError(f"ProblemSpec: slice_axis must be 0, 1 or 2, found {self.slice_axis}")
 
     def simulate(self, volume: Tensor):
-        """A :class:`~diffrecon.recon.problems.Problem` for a 3-D volume."""
+        """A :class:`~diffrecon.recon.problems.Problem` for a 3-D volume, by
+        :func:`~diffrecon.recon.problems.ct_problem` / :func:`~diffrecon.recon.problems.mri_problem`."""
         from .recon.problems import ct_problem, mri_problem
 
         build = ct_problem if self.modality == "ct" else mri_problem
         return build(volume, slice_axis=self.slice_axis, **self.params)
 
     def operator(self, n_slices: int, plane: Sequence[int], device=None):
-        """The forward operator for a volume of ``n_slices`` slices of size ``plane``."""
-        shape = [int(p) for p in plane]
-        shape.insert(self.slice_axis, int(n_slices))
-        params = {k: v for k, v in self.params.items() if k not in ("noise", "snr_db")}
-        from .recon.problems import ct_problem, mri_problem
+        """The forward operator for a volume of ``n_slices`` slices of size ``plane``: the operator
+        :meth:`simulate` uses (same geometry, or same seeded mask and coil maps), built without any data
+        (:func:`~diffrecon.recon.problems.problem_operator`)."""
+        from .recon.problems import problem_operator
 
-        build = ct_problem if self.modality == "ct" else mri_problem
-        return build(torch.zeros(shape), slice_axis=self.slice_axis, **params).operator.to(device or "cpu")
+        op = problem_operator(
+            self.modality, plane, slice_axis=self.slice_axis, n_slices=int(n_slices), **self.params
+        )
+        return op.to(device or "cpu")
 
 
 def _plain(t) -> Tensor:
@@ -165,7 +168,8 @@ class SimulateUndersampledMRId(_Simulate):
         output_key: where the k-space ``(1, D, C, H, W)`` (complex64) goes.
         acceleration, mask, center_fraction, calib, n_coils: sampling and coils
             (see :func:`~diffrecon.recon.problems.mri_problem`).
-        snr_db: noise level (None = noiseless).
+        snr_db: SNR in dB, 10·log10(P/σ²) with P the mean |F S_c x|² over slices, coils and the full
+            k-space grid (see :mod:`diffrecon.datasets.mri_simulation`); None = noiseless.
         seed: mask and noise seed.
         slice_axis: spatial axis of the slices.
     """
@@ -201,7 +205,7 @@ class SimulateUndersampledMRId(_Simulate):
 
 
 def _make_solver(solver, prior):
-    from .recon.sampler import DiffusionSolver
+    from .recon.diffusion import DiffusionSolver
 
     if isinstance(solver, DiffusionSolver):
         return solver
@@ -223,7 +227,7 @@ class DiffusionReconstructd(MapTransform):
 
     Args:
         keys: measurement key(s) written by a ``Simulate…d`` transform (``(1, D, …)``).
-        solver: a :class:`~diffrecon.recon.sampler.DiffusionSolver` (DDS, DiffusionMBIR, …).
+        solver: a :class:`~diffrecon.recon.diffusion.DiffusionSolver` (DDS, DiffusionMBIR, …).
         spec: the simulating transform's ``spec``.
         output_key: where the volume ``(1, X, Y, Z)`` goes (a MetaTensor with the measurement's meta).
         record_key: where the solver's record (a dict) goes, or None.

@@ -19,7 +19,8 @@ from diffrecon.commands.hsi import save_figure
 from diffrecon.datasets.hsi import semi_synthetic_cube
 from diffrecon.io.hsi import cube_to_tensor, save_cube, tensor_to_cube
 from diffrecon.metrics import hsi_metrics
-from diffrecon.operators.hsi import Denoising, add_gaussian_noise
+from diffrecon.operators.hsi import Denoising
+from diffrecon.operators.noise import add_gaussian_noise
 from diffrecon.recon.dds2m import DDS2M
 from diffrecon.recon.hsi_baselines import subspace_denoise, tv_restore
 
@@ -49,11 +50,11 @@ def main() -> None:
         "subspace": subspace_denoise(noisy, sigma=args.sigma),
     }
     steps = dict(num_steps=200, start_point=100) if args.quick else {}
-    result = DDS2M("denoise", **steps).restore(noisy, op, sigma=args.sigma)
-    estimates["DDS2M"] = result.cube
+    restored, record = DDS2M("denoise", **steps).restore(noisy, op, sigma=args.sigma)
+    estimates["DDS2M"] = restored
     print(
-        f"semi-synthetic cube {tuple(clean.shape)}, sigma {args.sigma}; DDS2M {result.record['nfe']} updates "
-        f"in {result.record['seconds']:.0f} s ({result.record['network']} network)"
+        f"semi-synthetic cube {tuple(clean.shape)}, sigma {args.sigma}; DDS2M {record.nfe} updates "
+        f"in {record.seconds:.0f} s ({record.extra['network']} network)"
     )
     for name, est in estimates.items():
         m = hsi_metrics(est, clean)
@@ -63,14 +64,14 @@ def main() -> None:
         )
     save_cube(
         out / "hsi_dds2m.nc",
-        tensor_to_cube(result.cube, like=cube),
+        tensor_to_cube(restored, like=cube),
         overwrite=True,
         extra={"input": tensor_to_cube(noisy, like=cube)},
     )
     save_figure(
         out / "hsi_dds2m.png",
         noisy.numpy(),
-        result.cube.numpy(),
+        restored.numpy(),
         cube.coords["wavelength"].values,
         overwrite=True,
         title="DDS2M denoising (semi-synthetic cube, sigma 0.1)",

@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     )
 
     from diffrecon.monai import DiffusionReconstructionInferer, SimulateSparseViewCTd
-    from diffrecon.recon.dds import DDS
+    from diffrecon.recon import DDS
 
     out = pathlib.Path(args.out)
     if args.prior == "untrained":

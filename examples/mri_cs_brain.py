@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     from diffrecon.datasets.mri_simulation import simulate_multicoil
     from diffrecon.metrics import psnr
-    from diffrecon.operators.mri import espirit_maps
+    from diffrecon.operators import espirit_maps
     from diffrecon.recon.mri import cg_sense, tv_sense, zero_filled_rss
 
     n_slices = 4 if args.quick else args.slices

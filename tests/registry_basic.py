@@ -62,6 +62,20 @@ def _(dtype, device):
     return OperatorCase(FiniteDifference(axis=-1, boundary="periodic", shape=(3, 6)))
 
 
+@register("FiniteDifference-communicator")
+def _(dtype, device):
+    from diffrecon.recon.diffusion import LocalComm
+
+    return OperatorCase(FiniteDifference(axis=-3, boundary="periodic", shape=(4, 3, 2), comm=LocalComm(4)))
+
+
+@register("MoveAxis")
+def _(dtype, device):
+    from diffrecon.operators import MoveAxis
+
+    return OperatorCase(MoveAxis(2, 0, (3, 4, 5)))
+
+
 @register("Composition+Sum+Scaled")
 def _(dtype, device):
     a = _Dense(_mat(5, 4, dtype, device, 1))

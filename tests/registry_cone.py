@@ -4,7 +4,7 @@ import math
 
 from registry import OperatorCase, register
 
-from diffrecon.operators._cone import ConeBeam3D
+from diffrecon.operators.cone import ConeBeam3D
 
 
 @register("ConeBeam3D-3views")

@@ -3,15 +3,15 @@
 import torch
 from registry import OperatorCase, register
 
+from diffrecon.operators.coils import birdcage_maps
 from diffrecon.operators.mri import (
     MultiCoilMRI,
     MultiCoilMRI3D,
     NonCartesianMRI,
     SingleCoilMRI,
-    birdcage_maps,
     radial_trajectory,
-    uniform1d_mask,
 )
+from diffrecon.operators.sampling import uniform1d_mask
 
 
 def _maps(shape, dtype, device, seed=0):

@@ -26,7 +26,8 @@ def test_simulate_then_reconstruct_keeps_affine(tmp_path, volume_file, capsys):
     assert main(["simulate", str(src), str(sino), "--views", "12", "--noise", "0.01", "--seed", "3"]) == 0
     meta = json.loads((tmp_path / "sino.json").read_text())
     assert meta["slice_axis"] == 2 and meta["geometry"]["kind"] == "parallel"
-    for method, extra in [("fbp", []), ("tv", ["--iters", "20", "--quiet"])]:
+    # "tv" is the accepted alias of admm_tv: the record carries the canonical (library) name
+    for method, canonical, extra in [("fbp", "fbp", []), ("tv", "admm_tv", ["--iters", "20", "--quiet"])]:
         out = tmp_path / f"{method}.nii.gz"
         assert main(["reconstruct", str(sino), str(out), "--method", method, *extra]) == 0
         img = nib.load(out)
@@ -36,7 +37,40 @@ def test_simulate_then_reconstruct_keeps_affine(tmp_path, volume_file, capsys):
         err = np.linalg.norm(np.asarray(img.dataobj) - truth) / np.linalg.norm(truth)
         assert err < 0.6, (method, err)
         record = json.loads((tmp_path / f"{method}.json").read_text())
-        assert record["method"] == method and record["seconds"] >= 0
+        assert record["method"] == canonical and record["seconds"] >= 0
+    # the canonical name gives the very same reconstruction
+    out = tmp_path / "admm_tv.nii.gz"
+    assert main(["reconstruct", str(sino), str(out), "--method", "admm_tv", "--iters", "20", "--quiet"]) == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj),
+                                  np.asarray(nib.load(tmp_path / "tv.nii.gz").dataobj))
+    assert json.loads((tmp_path / "admm_tv.json").read_text())["method"] == "admm_tv"
+
+
+def test_method_aliases_map_to_the_library_names(capsys):
+    from diffrecon.cli import build_parser
+    from diffrecon.commands._common import METHOD_ALIASES, canonical_method
+    from diffrecon.commands.mri import MRI_METHODS
+    from diffrecon.commands.reconstruct import CT_METHODS
+    from diffrecon.demo import METHODS as DEMO_METHODS
+
+    assert METHOD_ALIASES == {"tv": "admm_tv", "mbir": "diffusion_mbir"}
+    assert canonical_method("tv") == "admm_tv" and canonical_method("mbir") == "diffusion_mbir"
+    assert canonical_method("dds") == "dds" and canonical_method("fbp") == "fbp"
+    # every command lists canonical names only, and they are the demo's / metrics.json's
+    for names in (CT_METHODS, MRI_METHODS):
+        assert not set(names) & set(METHOD_ALIASES)
+    assert set(DEMO_METHODS) <= set(CT_METHODS)
+    parser = build_parser()
+    for alias, canonical in METHOD_ALIASES.items():
+        args = parser.parse_args(["reconstruct", "in.npz", "out.nii.gz", "--method", alias])
+        assert args.method == canonical
+        same = parser.parse_args(["reconstruct", "in.npz", "out.nii.gz", "--method", canonical])
+        assert same.method == canonical
+    args = parser.parse_args(["demo", "--methods", "fbp", "tv", "mbir"])
+    assert args.methods == ["fbp", "admm_tv", "diffusion_mbir"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reconstruct", "in.npz", "out.nii.gz", "--method", "nope"])
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_same_seed_same_sinogram(tmp_path, volume_file):

@@ -1,4 +1,5 @@
-"""``diffrecon reconstruct --method dds|mbir`` on CT sinograms and MRI k-space of the held-out head volume."""
+"""``diffrecon reconstruct --method dds|diffusion_mbir`` (alias ``mbir``) on CT sinograms and MRI k-space
+of the held-out head volume."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_mbir_resume_from_a_saved_state_gives_the_uninterrupted_result(sinogram,
     # an interrupted run: the state after the first step only (written with --save-every 1, then cut)
     from diffrecon.io import load_sinogram
     from diffrecon.priors import load
-    from diffrecon.recon.mbir import DiffusionMBIR
+    from diffrecon.recon.diffusion import DiffusionMBIR
 
     data = load_sinogram(sinogram)
     solver = DiffusionMBIR.paper_ct(load("head-64"), n_views=8, steps=3, progress=False)
@@ -59,7 +60,8 @@ def test_mbir_resume_from_a_saved_state_gives_the_uninterrupted_result(sinogram,
     assert main(base[:2] + [str(resumed)] + base[2:] + ["--resume", str(state)]) == 0
     np.testing.assert_allclose(_load(resumed)[0], _load(full)[0], atol=1e-5)
     rec = json.loads((tmp_path / "resumed.json").read_text())
-    assert rec["method"] == "mbir" and rec["solver"]["method"] == "diffusion_mbir"
+    # --method mbir is the alias of diffusion_mbir: the record carries the canonical name
+    assert rec["method"] == "diffusion_mbir" and rec["solver"]["method"] == "diffusion_mbir"
     assert rec["solver"]["resumed_at"] == 1
 
 
@@ -89,7 +91,7 @@ def test_limited_angle_sinogram_gets_the_limited_angle_weights(tmp_path):
     assert main(["simulate", str(SAMPLE_FILE), str(sino), "--limited-angle", "90"]) == 0
     out = tmp_path / "la_dds.nii.gz"
     assert main(["reconstruct", str(sino), str(out), "--method", "dds", "--steps", "1", "--quiet"]) == 0
-    from diffrecon.recon.sampler import exact_equivalent
+    from diffrecon.recon.diffusion import exact_equivalent
 
     lam, _ = exact_equivalent(0.4, 10.0, 90)  # DDS's limited-angle λ = 0.4 (sparse view: 0.04)
     assert (json.loads((tmp_path / "la_dds.json").read_text())["solver"]["settings"]["lam"]

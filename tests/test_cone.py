@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from diffrecon.errors import GeometryError, InputDataError
-from diffrecon.operators._cone import ConeBeam3D
+from diffrecon.operators.cone import ConeBeam3D
 from diffrecon.operators.geometry import ConeGeometry
 from diffrecon.recon.analytic import fbp, fdk
 
@@ -320,7 +320,7 @@ class _FakeAstra:
 
 
 def test_astra_backend_geometry_with_stand_in(monkeypatch):
-    import diffrecon.operators._cone as cone_module
+    import diffrecon.operators.cone as cone_module
 
     fake = _FakeAstra()
     monkeypatch.setattr(cone_module, "require", lambda name, extra: fake.experimental

@@ -83,3 +83,14 @@ def test_bank_is_the_same_with_parallel_workers(tmp_path):
         a = np.load(serial / f"shard-{k:05d}.npy")
         b = np.load(parallel / f"shard-{k:05d}.npy")
         assert np.array_equal(a, b), f"shard {k} differs"
+
+
+def test_simulations_resolve_from_the_package():
+    import diffrecon.datasets as ds
+    from diffrecon.datasets import ct_simulation, mri_simulation
+
+    assert ds.simulate_ct is ct_simulation.simulate_ct and ds.simulate_mri is mri_simulation.simulate_mri
+    assert ds.simulate_multicoil is mri_simulation.simulate_multicoil
+    assert set(ds._LAZY) <= set(ds.__all__)
+    with pytest.raises(AttributeError):
+        ds.no_such_name  # noqa: B018

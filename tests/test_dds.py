@@ -7,8 +7,7 @@ import torch
 from test_sampler_priors import ct_problem, gaussian_prior, gaussian_volume
 
 from diffrecon.recon.classical import cg
-from diffrecon.recon.dds import DDS
-from diffrecon.recon.dps import DPS
+from diffrecon.recon.diffusion import DDS, DPS
 from diffrecon.recon.problems import PROBLEMS, build_problem
 
 
@@ -125,9 +124,9 @@ def test_clip_x0_clamps_the_tweedie_estimate_to_the_data_range(gauss, monkeypatc
         solver = DDS(prior, steps=5, mode="2d", clip_x0=clip, progress=False)
         original = solver.data_consistency
 
-        def spy(x0, ctx):  # the (clamped) Tweedie estimate handed to the data consistency
+        def spy(x0, state, ctx):  # the (clamped) Tweedie estimate handed to the data consistency
             seen.append((float(x0.min()), float(x0.max())))
-            return original(x0, ctx)
+            return original(x0, state, ctx)
 
         monkeypatch.setattr(solver, "data_consistency", spy)
         _, rec = solver(y, A)

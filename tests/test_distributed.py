@@ -14,8 +14,7 @@ from diffrecon.recon.distributed import shard_bounds
 
 
 def _solvers(prior):
-    from diffrecon.recon.dds import DDS
-    from diffrecon.recon.mbir import DiffusionMBIR
+    from diffrecon.recon.diffusion import DDS, DiffusionMBIR
 
     return {
         "dds_periodic": DDS(prior, steps=6, lam=0.05, rho=2.0, progress=False, seed=5),

@@ -5,7 +5,8 @@ import torch
 
 from diffrecon.errors import InputDataError
 from diffrecon.metrics import mpsnr
-from diffrecon.operators.hsi import Inpainting, SpatialSR, add_gaussian_noise, random_voxel_mask
+from diffrecon.operators.hsi import Inpainting, SpatialSR, random_voxel_mask
+from diffrecon.operators.noise import add_gaussian_noise
 from diffrecon.recon import hsi_baselines as hb
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,3 +68,41 @@ def test_inpaint_and_sr_baselines():
         m = torch.ones(clean.shape, dtype=torch.bool)
         m[..., 0] = False
         hb.interpolate_missing(y, m)
+
+
+def test_tv_gradient_is_the_neumann_finite_difference():
+    """The TV baseline's discrete gradient is FiniteDifference (Neumann) along y and x, and its
+    adjoint the exact adjoint; both give, bit for bit, the slicing formulas the module used before
+    issue 13 (forward differences with a zero last row/column; minus the divergence)."""
+    from diffrecon.operators.elementary import FiniteDifference
+
+    assert [(d.axis, d.boundary) for d in hb._SPATIAL_DIFFERENCES] == [(-3, "neumann"), (-2, "neumann")]
+    assert all(isinstance(d, FiniteDifference) for d in hb._SPATIAL_DIFFERENCES)
+
+    def former_grad(x):
+        gy, gx = torch.zeros_like(x), torch.zeros_like(x)
+        gy[..., :-1, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
+        gx[..., :, :-1, :] = x[..., :, 1:, :] - x[..., :, :-1, :]
+        return torch.stack([gy, gx], dim=-4)
+
+    def former_div(p):
+        py, px = p[..., 0, :, :, :], p[..., 1, :, :, :]
+        dy, dx = torch.zeros_like(py), torch.zeros_like(px)
+        dy[..., 0, :, :] = py[..., 0, :, :]
+        dy[..., 1:-1, :, :] = py[..., 1:-1, :, :] - py[..., :-2, :, :]
+        dy[..., -1, :, :] = -py[..., -2, :, :]
+        dx[..., :, 0, :] = px[..., :, 0, :]
+        dx[..., :, 1:-1, :] = px[..., :, 1:-1, :] - px[..., :, :-2, :]
+        dx[..., :, -1, :] = -px[..., :, -2, :]
+        return dy + dx
+
+    g = torch.Generator().manual_seed(0)
+    cases = (((11, 9, 4), torch.float32), ((2, 7, 12, 3), torch.float64), ((2, 2, 1), torch.float32))
+    for shape, dt in cases:
+        x = torch.randn(shape, generator=g, dtype=dt)
+        p = torch.randn((*shape[:-3], 2, *shape[-3:]), generator=g, dtype=dt)
+        assert torch.equal(hb._grad(x), former_grad(x))
+        assert torch.equal(hb._grad_adjoint(p), -former_div(p))
+        lhs = (hb._grad(x) * p).sum()
+        rhs = (x * hb._grad_adjoint(p)).sum()
+        torch.testing.assert_close(lhs, rhs)  # exact adjoint

@@ -8,7 +8,7 @@ import torch
 
 from diffrecon.cli import main
 from diffrecon.io.hsi import load_cube, make_cube, save_cube
-from diffrecon.operators.hsi import add_gaussian_noise
+from diffrecon.operators.noise import add_gaussian_noise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,8 +58,12 @@ def test_restore_denoise_dds2m_writes_nc_json_png(tmp_path, capsys):
     d = load_cube(out)
     assert d.shape == (20, 16, 5) and np.isfinite(d.values).all()
     rec = json.loads((tmp_path / "out.json").read_text())
-    assert rec["method"] == "DDS2M" and rec["task"] == "denoise" and rec["nfe"] == 2 * 4
-    assert rec["chain_seeds"] == [1234, 1235] and rec["estimate"] == "mean of 2 chains' final iterates"
+    solver = rec["solver"]  # the SolveRecord of the run, as the diffusion commands write it
+    assert rec["method"] == "dds2m" and solver["method"] == "dds2m"
+    assert rec["task"] == "denoise" and solver["settings"]["task"] == "denoise" and solver["nfe"] == 2 * 4
+    assert solver["slice_evaluations"] == 8 and solver["steps"] == 8 and solver["seed"] == 1234
+    assert solver["extra"]["chain_seeds"] == [1234, 1235]
+    assert solver["extra"]["output"] == "mean of 2 chains' final iterates"
     assert rec["output"] == str(out)
     png = (tmp_path / "out.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -83,6 +87,8 @@ def test_restore_denoise_dds2m_writes_nc_json_png(tmp_path, capsys):
         )
         == 0
     )
+    rec = json.loads((tmp_path / "out.json").read_text())
+    assert rec["method"] == "subspace" and "solver" not in rec  # baselines have no solver record
 
 
 def test_restore_inpaint_nan_mask_and_sr(tmp_path):
@@ -134,12 +140,14 @@ def test_restore_rank_auto_recorded_and_bad_rank(tmp_path, capsys):
     args = ["hsi", "restore", "--task", "denoise", str(inp), str(out), "--steps", "6", "--start-point", "4"]
     args += ["--network", "lite", "--quiet", "--sigma", "0.05", "--no-png"]
     assert main(args) == 0  # --rank defaults to auto
-    rec = json.loads((tmp_path / "auto.json").read_text())
-    assert rec["rank_setting"] == "auto" and 1 <= rec["rank"] <= 4
-    assert "Marchenko-Pastur" in rec["rank_rule"] and rec["network_config"]["rank"] == rec["rank"]
+    solver = json.loads((tmp_path / "auto.json").read_text())["solver"]
+    extra = solver["extra"]
+    assert solver["settings"]["rank"] == "auto" and 1 <= extra["rank"] <= 4
+    assert "Marchenko-Pastur" in extra["rank_rule"] and extra["network_config"]["rank"] == extra["rank"]
     assert main(args[:5] + [str(tmp_path / "r2.nc")] + args[6:] + ["--rank", "2"]) == 0
-    rec2 = json.loads((tmp_path / "r2.json").read_text())
-    assert rec2["rank"] == 2 and rec2["rank_setting"] == 2 and rec2["rank_rule"] == "given"
+    solver2 = json.loads((tmp_path / "r2.json").read_text())["solver"]
+    assert solver2["extra"]["rank"] == 2 and solver2["settings"]["rank"] == 2
+    assert solver2["extra"]["rank_rule"] == "given"
     for bad in ("0", "many"):
         with pytest.raises(SystemExit):
             main(args[:5] + [str(tmp_path / "bad.nc")] + args[6:] + ["--rank", bad])
@@ -155,14 +163,17 @@ def test_restore_tuned_settings_and_explicit_overrides(tmp_path, capsys):
     args = ["hsi", "restore", "--task", "denoise", str(inp), str(out), "--tuned", "--steps", "6"]
     args += ["--start-point", "4", "--samples", "1", "--quiet", "--sigma", "0.05", "--no-png"]
     assert main(args) == 0
-    rec = json.loads((tmp_path / "tuned.json").read_text())
-    assert rec["lr"] == 5e-3 and rec["eta_b"] == 0.5 and rec["network"] == "lite"
-    assert rec["network_config"]["upsample"] == "nearest" and rec["rank_setting"] == "auto"
-    assert rec["samples"] == 1 and rec["nfe"] == 3  # the explicit --samples 1 beats the tuned 4
+    solver = json.loads((tmp_path / "tuned.json").read_text())["solver"]
+    st, extra = solver["settings"], solver["extra"]
+    assert st["lr"] == 5e-3 and st["eta_b"] == 0.5 and extra["network"] == "lite"
+    assert extra["network_config"]["upsample"] == "nearest" and st["rank"] == "auto"
+    assert st["samples"] == 1 and solver["nfe"] == 3  # the explicit --samples 1 beats the tuned 4
     plain = tmp_path / "plain.nc"
     assert main(args[:5] + [str(plain)] + [a for a in args[6:] if a != "--tuned"]) == 0
-    rec = json.loads((tmp_path / "plain.json").read_text())
-    assert rec["lr"] == 5e-4 and rec["eta_b"] == 1.0 and rec["network_config"]["upsample"] == "bilinear"
+    solver = json.loads((tmp_path / "plain.json").read_text())["solver"]
+    st = solver["settings"]
+    assert st["lr"] == 5e-4 and st["eta_b"] == 1.0
+    assert solver["extra"]["network_config"]["upsample"] == "bilinear"
     for extra in (["--method", "tv"], ["--task", "sr"]):
         assert (
             main(["hsi", "restore", "--task", "denoise", str(inp), str(tmp_path / "x.nc"), "--tuned", *extra])

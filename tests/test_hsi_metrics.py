@@ -4,9 +4,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from diffrecon.errors import InputDataError
-from diffrecon.metrics import band_psnr, ergas, hsi_metrics, mpsnr, mssim, sam
+from diffrecon.metrics import band_psnr, ergas, hsi_metrics, mpsnr, mpsnr_tensor, mssim, sam
 
 
 def test_mpsnr_hand_computed():
@@ -70,3 +71,47 @@ def test_metric_errors():
     out = hsi_metrics(np.full((12, 12, 2), 0.5), np.full((12, 12, 2), 0.4))
     assert set(out) == {"mpsnr", "mssim", "sam", "ergas"}
     assert out["sam"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mpsnr_tensor_matches_mpsnr_on_device_and_batched():
+    """mpsnr_tensor: the same PSNR formula as mpsnr, as a torch tensor (no host round trip), with
+    leading batch dimensions; a perfect band is inf by default and capped by mse_floor."""
+    ref = torch.zeros(4, 5, 2, dtype=torch.float64)
+    x = ref.clone()
+    x[..., 0] = 0.1  # 20 dB
+    x[..., 1] = 0.01  # 40 dB
+    v = mpsnr_tensor(x, ref)
+    assert isinstance(v, torch.Tensor) and v.shape == () and v.dtype == torch.float64
+    assert float(v) == pytest.approx(30.0)
+    assert float(mpsnr_tensor(x, ref, data_range=2.0)) == pytest.approx(30.0 + 20 * math.log10(2))
+    assert float(mpsnr_tensor(ref, ref)) == math.inf
+    assert float(mpsnr_tensor(ref, ref, mse_floor=1e-20)) == pytest.approx(200.0)
+    g = torch.Generator().manual_seed(0)
+    a, r = torch.rand(3, 9, 8, 5, generator=g, dtype=torch.float64), torch.rand(3, 9, 8, 5, generator=g,
+                                                                               dtype=torch.float64)
+    batch = mpsnr_tensor(a, r)
+    assert batch.shape == (3,)
+    for k in range(3):  # float64: equal to the NumPy metric up to the order of the mean's sum
+        assert float(batch[k]) == pytest.approx(mpsnr(a[k], r[k]), rel=1e-12)
+    a32, r32 = a.float(), r.float()
+    assert mpsnr_tensor(a32, r32).dtype == torch.float32
+    np.testing.assert_allclose(mpsnr_tensor(a32, r32).numpy(), batch.numpy(), rtol=1e-5)
+    with pytest.raises(InputDataError, match="does not match"):
+        mpsnr_tensor(a, r[..., :4])
+    with pytest.raises(InputDataError, match=r"\(\.\.\., H, W, B\)"):
+        mpsnr_tensor(a[0, 0], r[0, 0])
+    with pytest.raises(InputDataError, match="torch tensors"):
+        mpsnr_tensor(a.numpy(), r.numpy())
+
+
+def test_band_psnr_and_mpsnr_tensor_share_the_psnr_formula():
+    """One PSNR formula (metrics._psnr_db) behind both: per-band values agree given the same MSEs."""
+    from diffrecon.metrics import _psnr_db
+
+    rng = np.random.default_rng(1)
+    x, ref = rng.random((6, 7, 4)), rng.random((6, 7, 4))
+    mse = np.mean((x - ref) ** 2, axis=(0, 1))
+    np.testing.assert_array_equal(band_psnr(x, ref), _psnr_db(mse, 1.0))
+    t = _psnr_db(torch.from_numpy(mse), 1.0)
+    np.testing.assert_allclose(t.numpy(), band_psnr(x, ref), rtol=1e-15)
+    assert mpsnr(x, ref) == float(np.mean(_psnr_db(mse, 1.0)))

@@ -10,13 +10,11 @@ from diffrecon.operators.hsi import (
     MissingBands,
     SpatialSR,
     SpectralCS,
-    add_gaussian_noise,
-    add_mixed_noise,
     bicubic_downsampling_matrix,
     check_cube,
-    estimate_sigma,
     random_voxel_mask,
 )
+from diffrecon.operators.noise import add_gaussian_noise, add_mixed_noise, estimate_sigma
 
 SHAPE = (9, 7, 5)  # non-square, odd sizes
 

@@ -9,7 +9,7 @@ import torch
 from test_sampler_priors import ct_problem, gaussian_prior, gaussian_volume
 
 from diffrecon.recon.classical import cg
-from diffrecon.recon.mbir import DiffusionMBIR
+from diffrecon.recon.diffusion import DiffusionMBIR
 
 
 def mse(a, b):

@@ -21,7 +21,7 @@ from diffrecon.monai import (  # noqa: E402
     SimulateSparseViewCTd,
     SimulateUndersampledMRId,
 )
-from diffrecon.recon.dds import DDS  # noqa: E402
+from diffrecon.recon.diffusion import DDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,3 +107,37 @@ def test_unet_prior_through_inferer():
         y.unsqueeze(0), prior
     )
     assert tuple(out.shape) == (1, 1, 16, 16, 2)
+
+
+@pytest.mark.parametrize(
+    "sim",
+    [
+        SimulateSparseViewCTd(n_views=4, noise=0.02, seed=1),
+        SimulateSparseViewCTd(n_views=3, beam="fan", slice_axis=1),
+        SimulateUndersampledMRId(acceleration=2, n_coils=2, snr_db=20.0, seed=3),
+    ],
+    ids=["ct", "ct-fan", "mri"],
+)
+def test_spec_operator_is_built_without_simulating(sim, monkeypatch):
+    """ProblemSpec.operator builds the simulation's operator from the settings alone (no zero volume is
+    simulated); it is the operator that produced the measurements."""
+    vol = torch.rand(8, 8, 3)
+    prob = sim.spec.simulate(vol)
+    import diffrecon.datasets.ct_simulation as cts
+    import diffrecon.datasets.mri_simulation as mrs
+    import diffrecon.recon.problems as problems
+
+    def refuse(*a, **k):
+        raise AssertionError("ProblemSpec.operator must not simulate")
+
+    for mod, name in ((cts, "simulate_ct"), (mrs, "simulate_mri"), (mrs, "simulate_multicoil"),
+                      (problems, "ct_problem"), (problems, "mri_problem")):
+        monkeypatch.setattr(mod, name, refuse)
+    plane = tuple(s for i, s in enumerate(vol.shape) if i != sim.spec.slice_axis)
+    op = sim.spec.operator(vol.shape[sim.spec.slice_axis], plane)
+    assert type(op) is type(prob.operator) and op.axis == prob.operator.axis
+    assert torch.equal(op(vol), prob.operator(vol))
+    if sim.spec.modality == "mri":
+        assert torch.equal(op.op2d.mask, prob.operator.op2d.mask)
+    else:
+        assert op.op2d.geometry.to_dict() == prob.operator.op2d.geometry.to_dict()

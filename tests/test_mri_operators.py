@@ -7,19 +7,21 @@ import pytest
 import torch
 
 from diffrecon.errors import InputDataError
+from diffrecon.operators.coils import birdcage_maps
 from diffrecon.operators.mri import (
     MultiCoilMRI,
     MultiCoilMRI3D,
     NonCartesianMRI,
     SingleCoilMRI,
-    birdcage_maps,
-    equispaced1d_mask,
     fftc,
-    gaussian1d_mask,
     ifftc,
+    radial_trajectory,
+)
+from diffrecon.operators.sampling import (
+    equispaced1d_mask,
+    gaussian1d_mask,
     poisson2d_mask,
     radial_mask,
-    radial_trajectory,
     uniform1d_mask,
 )
 
@@ -175,7 +177,7 @@ def test_noncartesian_on_grid_approximates_fft():
 
 
 def test_espirit_torch_matches_sigpy_and_recovers_maps():
-    from diffrecon.operators.mri import espirit_maps
+    from diffrecon.operators.coils import espirit_maps
 
     h, w = 40, 44
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")

@@ -10,7 +10,9 @@ from diffrecon.datasets.mri_simulation import brain_volume, simulate_multicoil, 
 from diffrecon.datasets.phantoms import shepp_logan_3d
 from diffrecon.errors import InputDataError
 from diffrecon.metrics import psnr
-from diffrecon.operators.mri import MultiCoilMRI, MultiCoilMRI3D, birdcage_maps, espirit_maps, radial_mask
+from diffrecon.operators.coils import birdcage_maps, espirit_maps
+from diffrecon.operators.mri import MultiCoilMRI, MultiCoilMRI3D
+from diffrecon.operators.sampling import radial_mask
 from diffrecon.recon.mri import cg_sense, tv_sense, zero_filled, zero_filled_rss
 
 

@@ -187,6 +187,27 @@ def test_ddim_step_deterministic_consistency():
     sched = VPSchedule.linear()
     prior = DiffusionPrior(nn.Identity(), sched, "eps")
     z0, eps = torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.randn(2, 1, 4, 4, dtype=torch.float64)
-    t, tp = torch.tensor([500, 500]), torch.tensor([300, 300])
-    xt = prior.add_noise(z0, eps, t)
-    torch.testing.assert_close(prior.ddim_step(xt, t, tp, z0, eps, eta=0.0), prior.add_noise(z0, eps, tp))
+    t, tp = 500, 300
+    torch.testing.assert_close(prior.ddim_step(z0, eps, t, tp, eta=0.0), prior.add_noise(z0, eps, tp))
+    # the end of the chain returns the clean estimate; a stochastic step needs noise
+    assert torch.equal(prior.ddim_step(z0, eps, t, None), z0)
+    with pytest.raises(ValueError, match="needs noise"):
+        prior.ddim_step(z0, eps, t, tp, eta=0.5)
+
+
+@pytest.mark.parametrize("mixing", ["ddim", "dds"])
+def test_ddim_step_noise_is_drawn_only_when_stochastic(mixing):
+    prior = DiffusionPrior(nn.Identity(), VPSchedule.linear(), "eps")
+    z0, eps = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    draws = []
+
+    def noise():
+        draws.append(1)
+        return torch.ones_like(z0)
+
+    prior.ddim_step(z0, eps, 500, 300, eta=0.0, noise=noise, mixing=mixing)
+    assert draws == []
+    a2, c_eps, c_noise = prior.schedule.ddim_coefficients(500, 300, 0.7, mixing)
+    out = prior.ddim_step(z0, eps, 500, 300, eta=0.7, noise=noise, mixing=mixing)
+    assert draws == [1] and c_noise > 0
+    torch.testing.assert_close(out, a2 * z0 + c_eps * eps + c_noise)

@@ -14,9 +14,7 @@ from diffrecon.operators import ParallelBeam2D, SliceWise, sparse_angles
 from diffrecon.priors.prior import DiffusionPrior
 from diffrecon.priors.schedule import VPSchedule
 from diffrecon.recon.classical import ADMMTV
-from diffrecon.recon.dds import DDS
-from diffrecon.recon.mbir import DiffusionMBIR
-from diffrecon.recon.sampler import SharedADMMTV, exact_equivalent
+from diffrecon.recon.diffusion import DDS, DiffusionMBIR, LocalComm, exact_equivalent
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +117,25 @@ def test_on_step_and_record(tiny):
 
 @pytest.mark.parametrize("boundary", ["periodic", "neumann"])
 @pytest.mark.parametrize("axes", [("z",), "all"])
-def test_shared_admm_equals_classical_admmtv(boundary, axes):
+def test_communicator_and_data_weight_forms_of_admmtv(boundary, axes):
+    """The one ADMM-TV: with a (single-rank) communicator it is the plain iteration, and a data weight
+    w equals scaling the problem to ½‖√w A x − √w y‖² (the sharded form is in test_distributed)."""
     torch.manual_seed(0)
     vol = torch.rand(5, 8, 8, dtype=torch.float64)
     y, A = ct_problem(vol, 3)
-    classical = ADMMTV(
-        y, A, lam=0.1, rho=2.0, axes=(-3,) if axes != "all" else None, boundary=boundary, cg_iter=3
+    ax = (-3,) if axes != "all" else None
+    plain = ADMMTV(y, A, lam=0.1, rho=2.0, axes=ax, boundary=boundary, cg_iter=3)
+    local = ADMMTV(y, A, lam=0.1, rho=2.0, axes=ax, boundary=boundary, cg_iter=3, comm=LocalComm(5))
+    w = 0.3
+    weighted = ADMMTV(y, A, lam=0.1, rho=2.0, axes=ax, boundary=boundary, cg_iter=3, data_weight=w)
+    scaled = ADMMTV(
+        math.sqrt(w) * y, math.sqrt(w) * A, lam=0.1, rho=2.0, axes=ax, boundary=boundary, cg_iter=3
     )
-    shared = SharedADMMTV(A.adjoint(y), A.normal, 0.1, 2.0, axes, boundary, 3)
-    x1 = x2 = torch.zeros_like(vol)
+    x1 = x2 = x3 = x4 = torch.zeros_like(vol)
     for _ in range(4):
-        x1, x2 = classical.step(x1), shared.step(x2)
+        x1, x2, x3, x4 = plain.step(x1), local.step(x2), weighted.step(x3), scaled.step(x4)
     assert torch.allclose(x1, x2, rtol=1e-9, atol=1e-10)
+    assert torch.allclose(x3, x4, rtol=1e-9, atol=1e-10)
 
 
 def test_reference_backprojector_is_the_rescaled_exact_solver():
@@ -181,7 +186,9 @@ def test_prior_size_mismatch_fails_before_work(tiny):
 
 
 def test_complex_domain_is_refused():
-    from diffrecon.operators.mri import MultiCoilMRI, birdcage_maps, uniform1d_mask
+    from diffrecon.operators.coils import birdcage_maps
+    from diffrecon.operators.mri import MultiCoilMRI
+    from diffrecon.operators.sampling import uniform1d_mask
 
     m = uniform1d_mask((16, 16), 4, seed=0).mask
     A = SliceWise(MultiCoilMRI(birdcage_maps((2, 16, 16)), m))
@@ -200,3 +207,36 @@ def test_bad_hyperparameters():
         DiffusionMBIR(prior, tv_axes=("w",))
     with pytest.raises(InputDataError):
         DiffusionMBIR(prior, boundary="mirror")
+
+
+class _BlockComm:
+    """In-process stand-in for a rank of a sharded volume: neighbours' edges come from the whole array."""
+
+    def __init__(self, full, lo, hi, world):
+        self.full, self.lo, self.hi, self.world_size = full, lo, hi, world
+        self.is_first, self.is_last = lo == 0, hi == full.shape[0]
+
+    def sum(self, t):
+        return t
+
+    def edges(self, x, axis=0):
+        n = self.full.shape[0]
+        return self.full[(self.lo - 1) % n].unsqueeze(0), self.full[self.hi % n].unsqueeze(0)
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "neumann"])
+def test_sharded_finite_difference_blocks_are_the_global_difference(boundary):
+    """Each rank's block of the halo-exchanging difference (and of its adjoint) is that block of the
+    single-process operator; the gloo run in test_distributed checks the collectives themselves."""
+    from diffrecon.operators import FiniteDifference
+
+    torch.manual_seed(0)
+    x, y = torch.randn(7, 3, 2, dtype=torch.float64), torch.randn(7, 3, 2, dtype=torch.float64)
+    glob = FiniteDifference(-3, boundary)
+    bounds = [(0, 3), (3, 5), (5, 7)]
+    fwd, adj = [], []
+    for lo, hi in bounds:
+        fwd.append(FiniteDifference(-3, boundary, comm=_BlockComm(x, lo, hi, 3)).forward(x[lo:hi]))
+        adj.append(FiniteDifference(-3, boundary, comm=_BlockComm(y, lo, hi, 3)).adjoint(y[lo:hi]))
+    assert torch.allclose(torch.cat(fwd), glob.forward(x), atol=1e-12)
+    assert torch.allclose(torch.cat(adj), glob.adjoint(y), atol=1e-12)

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import json
 import pathlib
-import resource
-import time
 
 import torch
 
+from .._runtime import Timer, peak_rss_mb
 from ..errors import InputDataError
+
+__all__ = [
+    "METHOD_ALIASES",
+    "Timer",
+    "add_device_argument",
+    "alias_help",
+    "canonical_method",
+    "dump_json",
+    "peak_rss_mb",
+    "record_path",
+    "resolve_device",
+]
+
+# Method names are the library's (``diffrecon.recon.admm_tv``, ``DiffusionMBIR`` → ``diffusion_mbir``, the
+# names in the demo's metrics.json); these older command-line spellings are still accepted and are
+# rewritten to the canonical name before anything is run or recorded.
+METHOD_ALIASES = {"tv": "admm_tv", "mbir": "diffusion_mbir"}
+
+
+def canonical_method(name: str) -> str:
+    """The canonical method name for ``name`` (an alias of :data:`METHOD_ALIASES`, or ``name`` itself).
+
+    Used as the argparse ``type=`` of every ``--method``/``--methods`` option, so ``args.method`` is always
+    canonical (and argparse's ``choices`` lists canonical names only)."""
+    return METHOD_ALIASES.get(name, name)
+
+
+def alias_help() -> str:
+    """The sentence the ``--method`` help texts end with."""
+    return "aliases: " + ", ".join(f"{a} = {c}" for a, c in METHOD_ALIASES.items())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,11 +55,6 @@ def add_device_argument(parser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def record_path(output: str | pathlib.Path) -> pathlib.Path:
     """Where the JSON run record of an output goes: ``recon.nii.gz`` → ``recon.json``."""
     p = pathlib.Path(output)
@@ -40,19 +64,6 @@ def record_path(output: str | pathlib.Path) -> pathlib.Path:
             name = name[: -len(suffix)]
             break
     return p.with_name(name + ".json")
-
-
-class Timer:
-    def __enter__(self):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self.t0
 
 
 def dump_json(obj) -> str:

@@ -1,12 +1,13 @@
-"""``diffrecon reconstruct --method dds|mbir``: the diffusion solvers on a user's measurements (CT or MRI)."""
+"""``diffrecon reconstruct --method dds|diffusion_mbir``: the diffusion solvers on a user's measurements
+(CT or MRI); ``mbir`` is an accepted alias of ``diffusion_mbir``."""
 
 from __future__ import annotations
 
-DIFFUSION_METHODS = ("dds", "mbir")
+DIFFUSION_METHODS = ("dds", "diffusion_mbir")
 
 
 def add_arguments(parser) -> None:
-    g = parser.add_argument_group("diffusion (--method dds|mbir)")
+    g = parser.add_argument_group("diffusion (--method dds|diffusion_mbir)")
     g.add_argument("--prior", default="head-64", help="prior name or checkpoint path (default head-64)")
     g.add_argument("--steps", type=int, default=None,
                    help="sampler steps (default: the paper's, DDS 50, DiffusionMBIR 2000; "
@@ -92,11 +93,14 @@ def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=No
     units of ½‖Ax − y‖² with the exact adjoint).
     """
     from ..errors import InputDataError
-    from ..recon.dds import DDS
-    from ..recon.mbir import DiffusionMBIR
+    from ..recon import DDS, DiffusionMBIR
+    from ._common import canonical_method
 
     scale = image_scale(args.image_scale, rough_image)
-    cls = DDS if args.method == "dds" else DiffusionMBIR
+    method = canonical_method(args.method)
+    if method not in DIFFUSION_METHODS:
+        raise InputDataError(f"--method {args.method}: not a diffusion method {DIFFUSION_METHODS}")
+    cls = DDS if method == "dds" else DiffusionMBIR
     kw = dict(seed=int(args.seed), image_scale=scale, chunk_size=int(args.chunk_size),
               progress=not args.quiet)
     for opt, key in (("steps", "steps"), ("lam", "lam"), ("rho", "rho"), ("cg_iters", "cg_iter")):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_device_argument, resolve_device
+from ._common import add_device_argument, alias_help, canonical_method, resolve_device
 
 
 def add_parser(sub) -> None:
@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
                         "phantom: 3-D Shepp-Logan (classical methods)")
     p.add_argument("--size", type=int, default=64,
                    help="phantom size per axis (--volume phantom; default 64)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
-                   help="methods to run (default: all four for the head, fbp and admm_tv for the phantom)")
+    p.add_argument("--methods", nargs="+", type=canonical_method, choices=METHODS, default=None,
+                   help="methods to run (default: all four for the head, fbp and admm_tv for the phantom; "
+                        f"{alias_help()})")
     p.add_argument("--prior", default="head-64", help="prior name or checkpoint path (default head-64)")
     p.add_argument("--dds-steps", type=int, default=None, help="DDS steps (= NFE; default 50)")
     p.add_argument("--mbir-steps", type=int, default=None,

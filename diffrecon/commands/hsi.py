@@ -3,6 +3,12 @@
 Input: NetCDF / MATLAB ``.mat`` / ENVI cube (dims y, x, band). Output: NetCDF with the restored
 ``cube``, the degraded ``input`` (and the ``mask`` for inpainting), plus a JSON run record and a PNG
 with false-colour composites of input and output and spectra at a few pixels.
+
+The JSON record holds the command's settings (task, method, value range, input, torch threads),
+``seconds_total``, ``peak_rss_mb`` and ``output`` (the written file); for ``--method dds2m`` also
+``"solver"``: the solver's :class:`~diffrecon.recon.diffusion.records.SolveRecord` as a dict
+(``method``, ``nfe``, ``seconds``, ``steps``, ``seed``, ``settings`` and DDS2M's ``extra``: R used and
+its rule, σ, network, timings, which estimate was written, …), as the diffusion commands write it.
 """
 
 from __future__ import annotations
@@ -286,7 +292,7 @@ def run_restore(args) -> int:
         "input": str(args.input),
         "torch_threads": torch.get_num_threads(),
     }
-    record_extra: dict = {}
+    solver_record = None
     with Timer() as t:
         if args.method == "dds2m":
             from ..recon.dds2m import DDS2M
@@ -313,9 +319,7 @@ def run_restore(args) -> int:
                 model = DDS2M.tuned_denoiser(int(y.shape[-1]), **given)
             else:
                 model = DDS2M(args.task, **{**UNTUNED_DEFAULTS, **given})
-            res = model.restore(y, op, sigma=sigma)
-            x = res.cube
-            record_extra = res.record
+            x, solver_record = model.restore(y, op, sigma=sigma)
         else:
             from ..recon import hsi_baselines as hb
 
@@ -356,9 +360,7 @@ def run_restore(args) -> int:
     )
     record = {
         **settings,
-        **{k: v for k, v in record_extra.items() if k not in ("loss_trace", "output")},
-        # DDS2M's "output" says which iterate is returned; here "output" is the written file
-        **({"estimate": record_extra["output"]} if "output" in record_extra else {}),
+        **({"solver": solver_record.to_dict()} if solver_record is not None else {}),
         "seconds_total": t.seconds,
         "peak_rss_mb": peak_rss_mb(),
         "output": str(out_path),

@@ -13,9 +13,11 @@ import math
 
 import numpy as np
 
-from ._common import Timer, dump_json, peak_rss_mb, record_path, resolve_device
+from ._common import Timer, canonical_method, dump_json, peak_rss_mb, record_path, resolve_device
+from ._diffusion import DIFFUSION_METHODS
 
-MRI_METHODS = ("zerofill", "sense", "tv", "dds", "mbir")
+# canonical names (admm_tv = TV-SENSE here); the aliases tv and mbir are accepted (see _common)
+MRI_METHODS = ("zerofill", "sense", "admm_tv", "dds", "diffusion_mbir")
 
 # defaults of the MRI solvers (tuned on Colin27 at 4x/8x, 8 coils, 30 dB; see docs/mri.md)
 SENSE_DEFAULTS = {"lam": 0.0, "n_iter": 30}
@@ -44,7 +46,8 @@ def add_simulate_arguments(parser) -> None:
         "--snr-db",
         type=float,
         default=30.0,
-        help="SNR of the fully sampled coil data in dB, 10 log10(mean|signal|^2 / sigma^2) (default 30)",
+        help="SNR in dB, 10 log10(P / sigma^2) with P the mean |F S_c x|^2 over slices, coils and the full "
+        "k-space grid and E|noise|^2 = sigma^2 (default 30; see docs/mri.md)",
     )
     g.add_argument("--no-phase", action="store_true", help="do not apply a smooth random image phase")
     g.add_argument(
@@ -166,16 +169,17 @@ def run_simulate(args) -> int:
 
 
 def run_reconstruct(args) -> int:
-    """``diffrecon reconstruct --method zerofill|sense|tv|dds|mbir KSPACE.(npz|h5) OUTPUT.nii.gz``."""
+    """``diffrecon reconstruct --method zerofill|sense|admm_tv|dds|diffusion_mbir KSPACE.(npz|h5) OUT.nii.gz``
+    (``tv``, ``mbir``: aliases of ``admm_tv``, ``diffusion_mbir``)."""
     from ..errors import InputDataError
     from ..io.atomic import check_writable, write_text_atomic
     from ..io.kspace import load_kspace
     from ..io.nifti import save_nifti
     from ..metrics import psnr
-    from ..operators.mri import espirit_maps
+    from ..operators import espirit_maps
     from ..recon.mri import cg_sense, tv_sense, zero_filled_rss
 
-    method = args.method
+    method = canonical_method(args.method)
     if method not in MRI_METHODS:
         raise InputDataError(
             f"{args.input} holds MRI k-space; --method must be one of {MRI_METHODS}, found {method!r}"
@@ -186,7 +190,7 @@ def run_reconstruct(args) -> int:
     device = resolve_device(getattr(args, "device", "auto"))
     data = load_kspace(args.input)
     prior = None
-    if method in ("dds", "mbir"):  # check the prior and options before ESPIRiT or any other work
+    if method in DIFFUSION_METHODS:  # check the prior and options before ESPIRiT or any other work
         from . import _diffusion
 
         prior = _diffusion.prepare(args, device, tuple(data.kspace.shape[-2:]))
@@ -209,8 +213,8 @@ def run_reconstruct(args) -> int:
             mask = data.mask.to(device)
             lam = getattr(args, "lam", None)
             iters = getattr(args, "iters", None)
-            if method in ("dds", "mbir"):
-                from ..operators.mri import MultiCoilMRI
+            if method in DIFFUSION_METHODS:
+                from ..operators import MultiCoilMRI
                 from . import _diffusion
 
                 # the slice priors are real (magnitude) images, as in DiffusionMBIR: real image domain
@@ -251,7 +255,7 @@ def run_reconstruct(args) -> int:
                     axes=axes,
                     progress=not quiet,
                 )
-            if method not in ("dds", "mbir"):  # the diffusion methods reconstruct real images already
+            if method not in DIFFUSION_METHODS:  # the diffusion methods reconstruct real images already
                 img = img.abs()
     img = img.float().cpu()
     record = {

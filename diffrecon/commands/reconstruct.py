@@ -6,10 +6,22 @@ import zipfile
 
 import numpy as np
 
-from ._common import Timer, add_device_argument, dump_json, peak_rss_mb, record_path, resolve_device
+from ._common import (
+    Timer,
+    add_device_argument,
+    alias_help,
+    canonical_method,
+    dump_json,
+    peak_rss_mb,
+    record_path,
+    resolve_device,
+)
+from ._diffusion import DIFFUSION_METHODS
 
-CT_METHODS = ("fbp", "tv", "dds", "mbir")
-MRI_METHODS = ("zerofill", "sense", "tv", "dds", "mbir")
+# canonical (library) names; the aliases tv → admm_tv and mbir → diffusion_mbir are accepted too
+CT_METHODS = ("fbp", "admm_tv", "dds", "diffusion_mbir")
+MRI_METHODS = ("zerofill", "sense", "admm_tv", "dds", "diffusion_mbir")
+METHODS = tuple(dict.fromkeys(CT_METHODS + MRI_METHODS))
 
 
 def add_parser(sub) -> None:
@@ -18,20 +30,22 @@ def add_parser(sub) -> None:
         help="reconstruct a volume from measurements",
         description="Reconstruct a NIfTI volume from a sinogram .npz written by `diffrecon simulate` (or "
         "your own, see docs) with FBP or 3-D anisotropic ADMM-TV, or an MRI k-space file (.npz or "
-        "fastMRI-style .h5) with zero filling, CG-SENSE or TV-SENSE; either with DDS or DiffusionMBIR and a "
-        "2-D slice prior (--method dds|mbir --prior NAME, resumable with --save-state/--resume). The output "
-        "keeps the source volume's affine; a JSON record of the run (method, settings, seconds) is written "
-        "next to it.",
+        "fastMRI-style .h5) with zero filling, CG-SENSE or TV-SENSE (admm_tv); either with DDS or "
+        "DiffusionMBIR and a 2-D slice prior (--method dds|diffusion_mbir --prior NAME, resumable with "
+        "--save-state/--resume). The output keeps the source volume's affine; a JSON record of the run "
+        "(method, settings, seconds) is written next to it.",
     )
     p.add_argument("input", help="measurement file: sinogram .npz (CT) or k-space .npz/.h5 (MRI)")
     p.add_argument("output", help="output NIfTI volume (.nii.gz)")
-    p.add_argument("--method", required=True, choices=sorted(set(CT_METHODS + MRI_METHODS)))
+    p.add_argument("--method", required=True, type=canonical_method, choices=METHODS,
+                   help=f"CT: {', '.join(CT_METHODS)}; MRI k-space: {', '.join(MRI_METHODS)} "
+                        f"(admm_tv on k-space is TV-SENSE; {alias_help()})")
     p.add_argument("--filter", default="ramp", help="FBP filter: ramp, shepp-logan, cosine, hann")
     p.add_argument("--lam", type=float, default=None,
-                   help="regularisation weight: TV lambda for tv (default: the tuned value), "
-                        "Tikhonov weight for sense, absolute TV lambda for dds/mbir "
+                   help="regularisation weight: TV lambda for admm_tv (default: the tuned value), "
+                        "Tikhonov weight for sense, absolute TV lambda for dds/diffusion_mbir "
                         "(default: the paper's, rescaled for the exact adjoint)")
-    p.add_argument("--rho", type=float, default=None, help="ADMM penalty rho (tv, dds, mbir)")
+    p.add_argument("--rho", type=float, default=None, help="ADMM penalty rho (admm_tv, dds, diffusion_mbir)")
     p.add_argument("--iters", type=int, default=None, help="ADMM iterations")
     p.add_argument("--cg-iters", type=int, default=None, help="CG iterations per ADMM step")
     p.add_argument("--tv-axes", default="all",
@@ -75,6 +89,7 @@ def run(args) -> int:
     from ..errors import InputDataError
     from ..io import check_writable, load_sinogram, save_nifti, write_text_atomic
 
+    args.method = canonical_method(args.method)
     if not _is_ct_file(args.input):
         from . import mri
 
@@ -87,7 +102,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     data = load_sinogram(args.input, device=device)
     op = data.operator().to(device)
-    if args.method in ("dds", "mbir"):
+    if args.method in DIFFUSION_METHODS:
         from . import _diffusion
 
         prior = _diffusion.prepare(args, device, tuple(data.geometry.image_shape)[-2:])
@@ -100,7 +115,7 @@ def run(args) -> int:
             vol = fbp(data.sinogram, operator_from_geometry(data.geometry).to(device), filter=args.filter)
             vol = vol.movedim(0, data.slice_axis)
             settings["filter"] = args.filter
-        elif args.method in ("dds", "mbir"):
+        elif args.method in DIFFUSION_METHODS:
             from ..operators.ct import operator_from_geometry
             from ..recon.analytic import fbp
             from . import _diffusion

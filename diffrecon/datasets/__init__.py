@@ -1,7 +1,12 @@
-"""Sample data and training-data pipelines.
+"""Sample data, simulated acquisitions and training-data pipelines.
 
 ``sample_volume()`` returns the bundled held-out head volume (Colin27 T1, see ``NOTICE`` and
 ``scripts/make_sample_volume.py``); it is never used to train the bundled priors.
+
+The one simulation per modality, :func:`~diffrecon.datasets.ct_simulation.simulate_ct` and
+:func:`~diffrecon.datasets.mri_simulation.simulate_mri` (plus the acquisition helpers ``make_geometry``,
+``make_mask`` and the realistic MRI acquisition ``simulate_multicoil``), resolve lazily from here;
+the operator builders and benchmark problems on top of them are in :mod:`diffrecon.recon.problems`.
 """
 
 from __future__ import annotations
@@ -38,4 +43,25 @@ def sample_volume():
     return vol, np.asarray(img.affine, dtype=np.float64)
 
 
-__all__ = ["sample_volume", "SAMPLE_FILE"]
+_LAZY = {
+    "make_geometry": "ct_simulation",
+    "ct_volume_operator": "ct_simulation",
+    "simulate_ct": "ct_simulation",
+    "CTSimulation": "ct_simulation",
+    "make_mask": "mri_simulation",
+    "simulate_mri": "mri_simulation",
+    "MRISimulation": "mri_simulation",
+    "simulate_multicoil": "mri_simulation",
+    "SimulatedMRI": "mri_simulation",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["sample_volume", "SAMPLE_FILE", *_LAZY]

@@ -1,4 +1,17 @@
-"""Simulated CT acquisitions of a volume: sparse-view, limited-angle, parallel or fan beam, with noise."""
+"""Simulated CT acquisitions of a volume: sparse-view, limited-angle, parallel or fan beam, with noise.
+
+The acquisition and the measurement are separate steps:
+
+* :func:`make_geometry` — the 2-D geometry of every slice from the slice shape and the acquisition
+  settings; :func:`ct_volume_operator` — the ``SliceWise`` volume operator of a geometry (no data
+  involved; :func:`diffrecon.recon.problems.ct_operator` does both from a plane shape);
+* :func:`simulate_ct` — **the** CT simulation: apply that operator to a volume and add white Gaussian
+  noise with σ = ``noise`` · max |A x| drawn from a CPU generator seeded with ``seed`` (the same
+  seed gives the same sinogram on every device).
+
+:func:`diffrecon.recon.problems.ct_problem`, ``diffrecon simulate``, ``diffrecon demo`` and the MONAI
+transforms all simulate through :func:`simulate_ct`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import InputDataError
+from ..operators import LinearOperator, SliceWise, operator_from_geometry
 from ..operators.geometry import (
     FanGeometry,
     ParallelGeometry,
@@ -61,9 +75,51 @@ def make_geometry(
 
 @dataclass
 class CTSimulation:
-    sinogram: torch.Tensor  # (n_slices, n_angles, n_detectors)
+    """A simulated CT acquisition.
+
+    Attributes:
+        sinogram: ``(n_slices, n_angles, n_detectors)`` noisy measurements.
+        geometry: the 2-D geometry of every slice.
+        noise_sigma: absolute standard deviation of the added Gaussian noise (0 = noiseless).
+        operator: the ``SliceWise`` volume operator that produced the noiseless sinogram
+            (:func:`ct_volume_operator` of ``geometry`` along the simulation's slice axis).
+    """
+
+    sinogram: torch.Tensor
     geometry: ParallelGeometry | FanGeometry
-    noise_sigma: float  # absolute standard deviation of the added Gaussian noise
+    noise_sigma: float
+    operator: LinearOperator | None = None
+
+
+def ct_volume_operator(
+    geometry: ParallelGeometry | FanGeometry, slice_axis: int = 0, n_slices: int | None = None
+) -> SliceWise:
+    """The volume operator of a 2-D CT geometry: its projector applied to every slice along ``slice_axis``.
+
+    Args:
+        geometry: 2-D parallel- or fan-beam geometry of one slice.
+        slice_axis: volume axis the slices are taken along (0, 1, 2).
+        n_slices: fix the slice count of the domain (``None``: any number of slices).
+
+    Returns:
+        ``SliceWise(operator_from_geometry(geometry), axis=slice_axis, n_slices=n_slices)``; the 2-D
+        projector is ``.op2d`` and its geometry ``.op2d.geometry``.
+    """
+    return SliceWise(operator_from_geometry(geometry), axis=slice_axis, n_slices=n_slices)
+
+
+def add_relative_noise(y: torch.Tensor, noise: float, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """``y + σ·n`` with σ = ``noise`` · max |y| and n ~ N(0, I) drawn on the CPU from ``seed``.
+
+    Returns the noisy measurements and σ (``y`` itself, unchanged, when σ = 0).
+    """
+    if noise < 0 or not math.isfinite(noise):
+        raise InputDataError(f"simulate_ct: expected noise >= 0, found {noise}")
+    sigma = float(noise) * float(y.abs().max())
+    if sigma > 0:
+        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        y = y + sigma * torch.randn(y.shape, generator=g, dtype=y.dtype).to(y.device)
+    return y, sigma
 
 
 def simulate_ct(
@@ -73,7 +129,10 @@ def simulate_ct(
     noise: float = 0.0,
     seed: int = 0,
 ) -> CTSimulation:
-    """Project every slice of ``volume`` and add white Gaussian noise.
+    """Project every slice of ``volume`` and add white Gaussian noise (the one CT simulation).
+
+    y = A x + σ·n with A = :func:`ct_volume_operator` ``(geometry, slice_axis)``, σ = ``noise`` · max |A x|
+    and n ~ N(0, I) from a CPU generator seeded with ``seed``.
 
     Args:
         volume: 3-D tensor; slices are taken along ``slice_axis`` and must match ``geometry.image_shape``.
@@ -83,29 +142,23 @@ def simulate_ct(
         seed: seed of the noise generator (same seed → same sinogram).
 
     Returns:
-        The sinogram ``(n_slices, n_angles, n_detectors)``, the geometry and the absolute σ used.
+        The sinogram ``(n_slices, n_angles, n_detectors)``, the geometry, the absolute σ used and the
+        operator.
     """
-    from ..operators.ct import operator_from_geometry
-    from ..operators.slicewise import SliceWise
-
     if volume.ndim != 3:
         raise InputDataError(f"simulate_ct: expected a 3-D volume, found shape {tuple(volume.shape)}")
     check_finite(volume, "volume")
-    if noise < 0 or not math.isfinite(noise):
-        raise InputDataError(f"simulate_ct: expected noise >= 0, found {noise}")
+    if slice_axis not in (0, 1, 2, -1, -2, -3):
+        raise InputDataError(f"simulate_ct: slice_axis must be 0, 1 or 2, found {slice_axis}")
     slice_shape = tuple(s for i, s in enumerate(volume.shape) if i != slice_axis % 3)
     if slice_shape != tuple(geometry.image_shape):
         raise InputDataError(
             f"simulate_ct: slices along axis {slice_axis} have shape {slice_shape}, but the geometry expects "
             f"{tuple(geometry.image_shape)}"
         )
-    op = SliceWise(operator_from_geometry(geometry), axis=slice_axis).to(volume.device)
-    sino = op(volume)
-    sigma = float(noise) * float(sino.abs().max())
-    if sigma > 0:
-        g = torch.Generator(device="cpu").manual_seed(int(seed))
-        sino = sino + sigma * torch.randn(sino.shape, generator=g, dtype=sino.dtype).to(sino.device)
-    return CTSimulation(sino, geometry, sigma)
+    op = ct_volume_operator(geometry, slice_axis).to(volume.device)
+    sino, sigma = add_relative_noise(op(volume), noise, seed)
+    return CTSimulation(sino, geometry, sigma, op)
 
 
 def axial_axis(affine: np.ndarray) -> int:

@@ -1,18 +1,35 @@
 """Simulated multi-coil MRI acquisitions from magnitude volumes.
 
-No public raw multi-coil k-space ships offline, so it is simulated (see ``docs/mri.md``):
+No public raw multi-coil k-space ships offline, so it is simulated (see ``docs/mri.md``). As for CT,
+building the acquisition (coil maps, mask, operator) is separate from measuring:
 
-1. the magnitude volume is scaled to [0, 1] and sliced along ``slice_axis`` into a stack ``(S, H, W)``;
-2. optionally a smooth random phase φ (a few low-frequency cosines, at most ``max_phase`` radians) is
-   applied: x = |v|·exp(iφ);
-3. coil sensitivities S_c come from :func:`~diffrecon.operators.mri.birdcage_maps` on the 3-D grid (so
-   they vary smoothly across slices too), RSS-normalised;
-4. fully sampled k-space y_c = F₂(S_c x) (centred orthonormal 2-D FFT per slice) plus circularly
-   symmetric complex Gaussian noise n ~ CN(0, σ²) (real and imaginary parts each with variance σ²/2),
-   then the sampling mask is applied (unsampled entries are exactly zero).
+* :func:`simulate_mri` — **the** MRI simulation: apply a multi-coil Cartesian operator
+  (:class:`~diffrecon.operators.MultiCoilMRI`, or a ``SliceWise`` around one) to an image stack or
+  volume and add complex Gaussian noise at a given SNR (definition below);
+* :func:`simulate_multicoil` — the realistic acquisition of ``diffrecon simulate --modality mri``:
 
-SNR definition: ``snr_db`` = 10·log10(P / σ²) with P = mean over coils, slices and k-space points of
-|F S_c x|²; by Parseval this is also the mean coil-image power over all voxels (background included).
+  1. the magnitude volume is scaled to [0, 1] and sliced along ``slice_axis`` into a stack ``(S, H, W)``;
+  2. optionally a smooth random phase φ (a few low-frequency cosines, at most ``max_phase`` radians) is
+     applied: x = |v|·exp(iφ);
+  3. coil sensitivities S_c come from :func:`~diffrecon.operators.birdcage_maps` on the 3-D grid (so
+     they vary smoothly across slices too), RSS-normalised;
+  4. the sampling mask comes from :func:`make_mask`; then :func:`simulate_mri` measures.
+
+  (:func:`diffrecon.recon.problems.mri_problem` builds a simpler acquisition — real images, 2-D maps
+  shared by all slices — with :func:`diffrecon.recon.problems.mri_operator` and measures with
+  :func:`simulate_mri` too.)
+
+Noise and SNR (one definition for every simulated MRI acquisition in diffrecon): fully sampled
+k-space y_c = F₂(S_c x) (centred orthonormal 2-D FFT per slice) plus circularly symmetric complex
+Gaussian noise n ~ CN(0, σ²) (E|n|² = σ², real and imaginary parts each with variance σ²/2), then the
+sampling mask is applied (unsampled entries are exactly zero), and
+
+    SNR_dB = 10·log10(P / σ²),   P = (1 / (S·C·H·W)) Σ_{s, c, k} |F₂(S_c x_s)(k)|²,
+
+the mean signal power over slices, coils and *all* k-space grid points (sampled or not), so σ does
+not depend on the mask or the acceleration (the per-sample noise of the receiver). By Parseval P is
+also the mean coil-image power over all voxels, background included; with RSS-normalised maps
+(Σ_c |S_c|² = 1) P = mean|x|² / C.
 """
 
 from __future__ import annotations
@@ -24,8 +41,10 @@ import numpy as np
 import torch
 
 from ..errors import InputDataError
-from ..operators.mri import (
+from ..operators import (
+    LinearOperator,
     MultiCoilMRI,
+    SliceWise,
     birdcage_maps,
     equispaced1d_mask,
     gaussian1d_mask,
@@ -114,6 +133,81 @@ def make_mask(
     raise InputDataError(f"mask: expected one of {MASKS}, found {kind!r}")
 
 
+@dataclass
+class MRISimulation:
+    """Measurements from :func:`simulate_mri`.
+
+    Attributes:
+        kspace: masked noisy k-space, ``operator.out_shape`` (``(S, C, H, W)`` complex; zeros where
+            unsampled).
+        noise_std: σ of the complex noise (E|n|² = σ²; 0 when noiseless).
+        snr_db: the requested SNR (``None``: noiseless).
+        operator: the operator that was applied.
+    """
+
+    kspace: Tensor
+    noise_std: float
+    snr_db: float | None
+    operator: LinearOperator
+
+
+def _cartesian(operator) -> tuple[MultiCoilMRI, int | None]:
+    """The multi-coil operator inside ``operator`` and the ``SliceWise`` slice axis (``None``: none)."""
+    inner, axis = operator, None
+    if isinstance(operator, SliceWise):
+        inner, axis = operator.op2d, operator.axis
+    if not isinstance(inner, MultiCoilMRI):
+        raise InputDataError(
+            "simulate_mri: expected a MultiCoilMRI operator (or SliceWise(MultiCoilMRI)), found "
+            f"{type(operator).__name__}"
+            + (f"({type(inner).__name__})" if inner is not operator else "")
+        )
+    return inner, axis
+
+
+def simulate_mri(volume: Tensor, operator: LinearOperator, snr_db: float | None = None, seed: int = 0):
+    """Measure ``volume`` with a multi-coil Cartesian ``operator`` and add noise at ``snr_db`` (the one
+    MRI simulation; the SNR definition is in the module docstring).
+
+    y = M ⊙ (F₂(S_c x) + n), n ~ CN(0, σ²) on the full grid, σ² = P / 10^(SNR_dB/10) with P the mean
+    of |F₂(S_c x)|² over slices, coils and all k-space points. Without noise y = A x exactly.
+
+    Args:
+        volume: the operator's input (a real image for ``real_input=True`` operators).
+        operator: :class:`~diffrecon.operators.MultiCoilMRI` or ``SliceWise`` around one.
+        snr_db: SNR in dB, or ``None`` for noiseless measurements.
+        seed: seed of the noise generator (a CPU generator: the same seed gives the same noise on every
+            device). The builders of this package seed their masks with ``seed`` and pass ``seed + 1``
+            here.
+
+    Returns:
+        :class:`MRISimulation`.
+    """
+    inner, axis = _cartesian(operator)
+    if snr_db is None:
+        return MRISimulation(operator(volume), 0.0, None, operator)
+    if not math.isfinite(float(snr_db)):
+        raise InputDataError(f"simulate_mri: expected a finite snr_db (or None), found {snr_db}")
+    full = MultiCoilMRI(
+        inner.maps,
+        torch.ones(inner.grid, dtype=torch.bool, device=inner.mask.device),
+        real_input=inner.real_input,
+        n_slices=inner.n_slices,
+    )
+    if axis is not None:
+        full = SliceWise(full, axis=axis)
+    k = full(volume)
+    power = float((k.abs() ** 2).mean())
+    sigma = math.sqrt(power / 10 ** (float(snr_db) / 10))
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.randn(k.shape, generator=g, dtype=torch.complex64) * sigma  # E|n|^2 = sigma^2
+    mask = inner.mask
+    if mask.ndim == 3:  # per-slice (S, H, W) → (S, 1, H, W) over the coil axis
+        mask = mask.unsqueeze(1)
+    k = (k + noise.to(k.device)) * mask.to(k.device)
+    return MRISimulation(k, sigma, float(snr_db), operator)
+
+
 def simulate_multicoil(
     volume: Tensor | np.ndarray,
     n_coils: int = 8,
@@ -135,7 +229,7 @@ def simulate_multicoil(
         volume: 3-D magnitude volume (any non-negative scale; it is divided by its maximum).
         n_coils: number of receive coils C.
         acceleration, mask, center_fraction, calib: sampling (one mask for all slices).
-        snr_db: SNR of the fully sampled coil data (see the module docstring for the definition).
+        snr_db: SNR in dB (the definition is in the module docstring; :func:`simulate_mri` adds the noise).
         phase: apply a smooth random phase (``max_phase`` radians at most).
         slice_axis: volume axis to slice along; slices become the leading axis S.
         affine: the volume's affine, carried along for writing reconstructions.
@@ -167,20 +261,14 @@ def simulate_multicoil(
         img = img * torch.polar(torch.ones_like(stack), smooth_phase((s, h, w), max_phase, seed=seed))
     maps = birdcage_maps((int(n_coils), s, h, w), radius=coil_radius).permute(1, 0, 2, 3).contiguous()
     m = make_mask(mask, (h, w), acceleration, center_fraction, calib, seed)
-    full = MultiCoilMRI(maps, torch.ones(h, w, dtype=torch.bool))
-    k = full(img)
-    power = float((k.abs() ** 2).mean())
-    sigma = math.sqrt(power / 10 ** (snr_db / 10))
-    g = torch.Generator().manual_seed(int(seed) + 1)
-    noise = torch.randn(k.shape, generator=g, dtype=torch.complex64) * sigma  # E|n|^2 = sigma^2
-    k = (k + noise) * m.mask
+    sim = simulate_mri(img, MultiCoilMRI(maps, m.mask), snr_db, seed=int(seed) + 1)
     return SimulatedMRI(
-        kspace=k,
+        kspace=sim.kspace,
         mask=m.mask,
         maps=maps,
         image=img,
         acceleration=m.acceleration,
-        noise_std=sigma,
+        noise_std=sim.noise_std,
         snr_db=float(snr_db),
         affine=np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64),
         slice_axis=int(slice_axis),

@@ -1,8 +1,10 @@
 """Forward models with exact adjoints (see :mod:`diffrecon.operators.base`)."""
 
 from .base import Adjoint, Composition, Identity, LinearOperator, Scaled, Sum, VStack
+from .coils import birdcage_maps, espirit_maps
+from .cone import ConeBeam3D
 from .ct import FanBeam2D, ParallelBeam2D, operator_from_geometry
-from .elementary import FiniteDifference, Mask
+from .elementary import FiniteDifference, Mask, MoveAxis
 from .geometry import (
     ConeGeometry,
     FanGeometry,
@@ -15,15 +17,16 @@ from .mri import (
     MultiCoilMRI,
     MultiCoilMRI3D,
     NonCartesianMRI,
-    SamplingMask,
     SingleCoilMRI,
-    birdcage_maps,
+    radial_trajectory,
+)
+from .noise import add_gaussian_noise, add_mixed_noise, estimate_sigma
+from .sampling import (
+    SamplingMask,
     equispaced1d_mask,
-    espirit_maps,
     gaussian1d_mask,
     poisson2d_mask,
     radial_mask,
-    radial_trajectory,
     uniform1d_mask,
 )
 from .slicewise import SliceWise
@@ -37,11 +40,13 @@ __all__ = [
     "Identity",
     "LinearOperator",
     "Mask",
+    "MoveAxis",
     "ParallelGeometry",
     "Scaled",
     "SliceWise",
     "Sum",
     "VStack",
+    "ConeBeam3D",
     "FanBeam2D",
     "ParallelBeam2D",
     "operator_from_geometry",
@@ -61,4 +66,7 @@ __all__ = [
     "radial_mask",
     "radial_trajectory",
     "uniform1d_mask",
+    "add_gaussian_noise",
+    "add_mixed_noise",
+    "estimate_sigma",
 ]

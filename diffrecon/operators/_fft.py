@@ -1,4 +1,5 @@
-"""Centred, orthonormal FFTs for MRI (private helpers of :mod:`diffrecon.operators.mri`).
+"""Centred, orthonormal FFTs for MRI (private helpers of :mod:`~diffrecon.operators.mri` and
+:mod:`~diffrecon.operators.coils`).
 
 Convention (the one fastMRI and sigpy use): the k-space centre (DC) sits at index ``n // 2`` of every
 transformed axis, and the image centre at index ``n // 2`` too::

@@ -126,10 +126,12 @@ class LinearOperator(nn.Module):
         tol: float = 1e-6,
         damping: float = 0.0,
         x0: Tensor | None = None,
+        callback=None,
     ) -> Tensor:
         """Least-squares solution of A x ≈ y by CG on (AᴴA + damping·I) x = Aᴴ y.
 
-        Each leading (batch) index is solved as its own system.
+        Each leading (batch) index is solved as its own system; ``callback(k, x)`` runs after CG
+        iteration k (:func:`~diffrecon.operators.linalg.conjugate_gradient`).
         """
         rhs = self.adjoint(y)
         n_dims = rhs.ndim if self.in_shape is None else len(self.in_shape)
@@ -138,7 +140,9 @@ class LinearOperator(nn.Module):
             out = self.normal(v)
             return out + damping * v if damping else out
 
-        return conjugate_gradient(normal, rhs, x0=x0, n_iter=n_iter, tol=tol, n_dims=n_dims)
+        return conjugate_gradient(
+            normal, rhs, x0=x0, n_iter=n_iter, tol=tol, n_dims=n_dims, callback=callback
+        )
 
     A_dagger = pinv
 

@@ -347,7 +347,7 @@ def operator_from_geometry(geom, **kwargs) -> LinearOperator:
     if kind == "fan":
         return FanBeam2D.from_geometry(geom, **kwargs)
     if kind == "cone":
-        from ._cone import ConeBeam3D
+        from .cone import ConeBeam3D
 
         return ConeBeam3D.from_geometry(geom, **kwargs)
     raise GeometryError(

@@ -1,4 +1,4 @@
-"""MRI forward models, k-space sampling masks and coil sensitivity maps.
+"""MRI forward operators: Cartesian SENSE (2-D, per-slice, 3-D) and non-Cartesian NUFFT.
 
 Forward model (Cartesian SENSE). For an image x on a grid G = (H, W) (or (D, H, W) in 3D), coil
 sensitivities S_c and a sampling mask M on the k-space grid,
@@ -9,7 +9,8 @@ where F is the **centred, orthonormal** DFT over the grid axes: the DC sample is
 k-space axis, the image centre at index n//2, and ‖F x‖ = ‖x‖ (unitary; Fᴴ = F⁻¹). This is the
 convention of fastMRI (``fft2c``) and sigpy (``sp.fft(..., center=True)``), so ``MultiCoilMRI`` agrees
 with ``sigpy.mri.linop.Sense`` to float32 rounding. With coil maps normalised to Σ_c |S_c|² = 1 and a
-binary mask, ‖A‖ ≤ 1 and a fully sampled A is an isometry.
+binary mask, ‖A‖ ≤ 1 and a fully sampled A is an isometry. ``fftc``/``ifftc`` expose that transform
+and :func:`rss` the root-sum-of-squares coil combination.
 
 Shapes (leading batch dimensions ``...`` pass through untouched):
 
@@ -25,20 +26,23 @@ MultiCoilMRI3D         ``(..., D, H, W)``      ``(..., C, D, H, W)``
 NonCartesianMRI        ``(..., H, W)``         ``(..., C, *traj)``
 =====================  ======================  ==========================
 
+Units: k-space values carry the image's units (F is unitary, so a fully sampled ‖A x‖ = ‖x‖ with
+normalised maps); grid positions are in pixels and non-Cartesian k-space coordinates in cycles per
+field of view (grid units).
+
 Real-valued images. MR images are complex; by default the domain is complex (``complex64``; real
 input is promoted). Pass ``real_input=True`` for a real domain (e.g. magnitude images as in
 DiffusionMBIR): then the forward map is x ↦ A x for real x and the adjoint is **Re(Aᴴ y)**, which is
 the exact adjoint of A restricted to real images in the real inner product ⟨a, b⟩ = Re Σ conj(a)·b.
 
-Masks are boolean tensors on the k-space grid returned together with their realised acceleration
-(:class:`SamplingMask`); every generator is seeded and reproducible.
+Sampling masks (:mod:`diffrecon.operators.sampling`) and coil sensitivities
+(:mod:`diffrecon.operators.coils`) live in their own modules.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -54,15 +58,7 @@ __all__ = [
     "SingleCoilMRI",
     "MultiCoilMRI3D",
     "NonCartesianMRI",
-    "SamplingMask",
-    "uniform1d_mask",
-    "gaussian1d_mask",
-    "equispaced1d_mask",
-    "poisson2d_mask",
-    "radial_mask",
     "radial_trajectory",
-    "birdcage_maps",
-    "espirit_maps",
     "rss",
     "fftc",
     "ifftc",
@@ -331,7 +327,7 @@ class MultiCoilMRI(_CartesianMRI):
 
     Example::
 
-        >>> from diffrecon.operators.mri import MultiCoilMRI, birdcage_maps, uniform1d_mask
+        >>> from diffrecon.operators import MultiCoilMRI, birdcage_maps, uniform1d_mask
         >>> maps = birdcage_maps((8, 64, 64))
         >>> mask, accel = uniform1d_mask((64, 64), acceleration=4, center_fraction=0.08, seed=0)
         >>> A = MultiCoilMRI(maps, mask)
@@ -366,7 +362,8 @@ class MultiCoilMRI3D(_CartesianMRI):
 
     For 3D acquisitions (one readout axis, two phase-encode axes). The mask lives on the full
     ``(D, H, W)`` k-space grid; a phase-encode pattern that is constant along the readout broadcasts,
-    e.g. a :func:`poisson2d_mask` of shape ``(D, H)`` given as ``mask[..., None]`` with readout along W.
+    e.g. a :func:`~diffrecon.operators.sampling.poisson2d_mask` of shape ``(D, H)`` given as
+    ``mask[..., None]`` with readout along W.
 
     Args:
         maps: complex coil sensitivities ``(C, D, H, W)``.
@@ -508,448 +505,3 @@ def radial_trajectory(n_spokes: int, n_readout: int, golden: bool = True, dtype=
     ky = r[None, :] * torch.sin(theta)[:, None]
     return torch.stack([kx, ky], dim=-1).to(dtype)
 
-
-# ------------------------------------------------------------------------------------------------
-# Sampling masks
-# ------------------------------------------------------------------------------------------------
-class SamplingMask(NamedTuple):
-    """A k-space sampling mask and its realised acceleration (grid points / sampled points)."""
-
-    mask: Tensor
-    acceleration: float
-
-
-def _check_accel(name: str, acceleration: float) -> float:
-    a = float(acceleration)
-    if not math.isfinite(a) or a < 1.0:
-        raise InputDataError(f"{name}: expected an acceleration >= 1, found {acceleration}")
-    return a
-
-
-def _shape2(name: str, shape: Sequence[int]) -> tuple[int, int]:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise InputDataError(f"{name}: expected a 2-D k-space shape (H, W), found {shape}")
-    return shape  # type: ignore[return-value]
-
-
-def _centre_band(n: int, n_center: int) -> np.ndarray:
-    start = n // 2 - n_center // 2
-    return np.arange(start, start + n_center)
-
-
-def _lines_mask(name, shape, acceleration, center_fraction, seed, weights_fn) -> SamplingMask:
-    h, w = _shape2(name, shape)
-    a = _check_accel(name, acceleration)
-    if not 0.0 <= center_fraction < 1.0:
-        raise InputDataError(f"{name}: expected 0 <= center_fraction < 1, found {center_fraction}")
-    n_total = max(1, int(round(w / a)))
-    n_center = int(round(w * center_fraction))
-    if n_center > n_total:
-        raise InputDataError(
-            f"{name}: the fully sampled centre ({n_center} of {w} lines, center_fraction={center_fraction}) "
-            f"exceeds the budget of {n_total} lines for acceleration {a}; lower center_fraction"
-        )
-    rng = np.random.default_rng(seed)
-    lines = np.zeros(w, dtype=bool)
-    lines[_centre_band(w, n_center)] = True
-    rest = np.flatnonzero(~lines)
-    n_more = n_total - n_center
-    if n_more and weights_fn is None:  # equispaced over the non-centre lines, random offset
-        offset = float(rng.uniform(0.0, 1.0))
-        pos = np.floor((np.arange(n_more) + offset) * len(rest) / n_more).astype(int)
-        lines[rest[np.clip(pos, 0, len(rest) - 1)]] = True
-    elif n_more:
-        p = weights_fn(rest, w)
-        p = p / p.sum()
-        lines[rng.choice(rest, size=n_more, replace=False, p=p)] = True
-    mask = torch.from_numpy(np.broadcast_to(lines[None, :], (h, w)).copy())
-    return SamplingMask(mask, w / float(lines.sum()))
-
-
-def uniform1d_mask(
-    shape: Sequence[int], acceleration: float, center_fraction: float = 0.08, seed: int | None = 0
-) -> SamplingMask:
-    """Random Cartesian line mask: a fully sampled centre band plus lines drawn uniformly without replacement.
-
-    Lines are columns (phase-encode axis = last axis, W), all rows sampled. Exactly
-    ``round(W / acceleration)`` lines are sampled, ``round(W·center_fraction)`` of them in a contiguous
-    band around the DC line W//2, so the realised acceleration W / n_lines equals the request up to
-    rounding to a whole line (unlike a draw *with* replacement, which under-samples).
-
-    Args:
-        shape: k-space grid ``(H, W)``.
-        acceleration: requested R ≥ 1.
-        center_fraction: fraction of lines in the calibration (ACS) band.
-        seed: seed of the random draw (``None``: fresh entropy).
-
-    Returns:
-        :class:`SamplingMask` (bool ``(H, W)``, realised acceleration).
-    """
-    return _lines_mask(
-        "uniform1d_mask", shape, acceleration, center_fraction, seed, lambda idx, w: np.ones(len(idx))
-    )
-
-
-def equispaced1d_mask(
-    shape: Sequence[int], acceleration: float, center_fraction: float = 0.08, seed: int | None = 0
-) -> SamplingMask:
-    """Regular Cartesian line mask: a fully sampled centre band plus equispaced lines outside it.
-
-    The classic parallel-imaging (SENSE/GRAPPA) pattern: the ``round(W/R) − n_centre`` outer lines are
-    spread evenly over the non-centre lines (spacing ≈ R), with a random offset drawn from ``seed``;
-    the realised acceleration equals the request up to one line, as for :func:`uniform1d_mask`.
-
-    Returns:
-        :class:`SamplingMask` (bool ``(H, W)``, realised acceleration).
-    """
-    return _lines_mask("equispaced1d_mask", shape, acceleration, center_fraction, seed, None)
-
-
-def gaussian1d_mask(
-    shape: Sequence[int],
-    acceleration: float,
-    center_fraction: float = 0.08,
-    std_fraction: float = 0.25,
-    seed: int | None = 0,
-) -> SamplingMask:
-    """Variable-density Cartesian line mask: centre band plus lines drawn ∝ a Gaussian in ky.
-
-    The non-centre lines are drawn without replacement with probability ∝ exp(−(k − W/2)²/(2σ²)),
-    σ = ``std_fraction``·W. The line count is exactly ``round(W / acceleration)``.
-
-    Returns:
-        :class:`SamplingMask` (bool ``(H, W)``, realised acceleration).
-    """
-    if std_fraction <= 0:
-        raise InputDataError(f"gaussian1d_mask: expected std_fraction > 0, found {std_fraction}")
-
-    def weights(idx, w):
-        sigma = std_fraction * w
-        return np.exp(-0.5 * ((idx - w // 2) / sigma) ** 2) + 1e-12
-
-    return _lines_mask("gaussian1d_mask", shape, acceleration, center_fraction, seed, weights)
-
-
-def _adjust_count(
-    mask: np.ndarray, n_target: int, protect: np.ndarray, rng, density: np.ndarray
-) -> np.ndarray:
-    """Add or remove samples until ``mask.sum() == n_target`` (never removing protected ones)."""
-    mask = mask.copy()
-    n = int(mask.sum())
-    if n > n_target:
-        cand = np.flatnonzero(mask.ravel() & ~protect.ravel())
-        p = 1.0 / np.maximum(density.ravel()[cand], 1e-12)  # remove preferentially where density is low
-        drop = rng.choice(cand, size=min(n - n_target, len(cand)), replace=False, p=p / p.sum())
-        mask.ravel()[drop] = False
-    elif n < n_target:
-        cand = np.flatnonzero(~mask.ravel())
-        p = np.maximum(density.ravel()[cand], 1e-12)
-        add = rng.choice(cand, size=min(n_target - n, len(cand)), replace=False, p=p / p.sum())
-        mask.ravel()[add] = True
-    return mask
-
-
-def poisson2d_mask(
-    shape: Sequence[int],
-    acceleration: float,
-    calib: Sequence[int] | int = 24,
-    seed: int = 0,
-    crop_corner: bool = True,
-) -> SamplingMask:
-    """2-D variable-density Poisson-disc mask (for 2 phase-encode axes, e.g. 3D Cartesian ky–kz).
-
-    Generated by ``sigpy.mri.poisson`` (density ∝ 1/(1 + s·r), slope s found by bisection, fully
-    sampled ``calib`` box at the centre), then trimmed or topped up — outside the calibration box,
-    following the same density — to exactly ``round(H·W / acceleration)`` samples, so the realised
-    acceleration equals the request up to one sample (sigpy alone only promises ±0.1).
-
-    Args:
-        shape: ``(H, W)``.
-        acceleration: requested R > 1.
-        calib: side(s) of the fully sampled centre box.
-        seed: seed (sigpy's generator and the trimming).
-        crop_corner: zero the k-space corners outside the inscribed ellipse.
-
-    Returns:
-        :class:`SamplingMask` (bool ``(H, W)``, realised acceleration).
-
-    Raises:
-        MissingDependencyError: without sigpy (``pip install 'diffrecon[mri]'``).
-    """
-    h, w = _shape2("poisson2d_mask", shape)
-    a = _check_accel("poisson2d_mask", acceleration)
-    if a <= 1.0:
-        raise InputDataError(f"poisson2d_mask: expected an acceleration > 1, found {acceleration}")
-    cal = (int(calib), int(calib)) if isinstance(calib, (int, np.integer)) else tuple(int(c) for c in calib)
-    if len(cal) != 2 or cal[0] > h or cal[1] > w or min(cal) < 0:
-        raise InputDataError(f"poisson2d_mask: expected a calibration box within {(h, w)}, found {cal}")
-    n_target = int(round(h * w / a))
-    if cal[0] * cal[1] > n_target:
-        raise InputDataError(
-            f"poisson2d_mask: calibration box {cal} ({cal[0] * cal[1]} samples) exceeds the "
-            f"budget of {n_target} samples at acceleration {a}"
-        )
-    mri = require("sigpy.mri", "mri")
-    try:
-        m = mri.poisson((h, w), a, calib=cal, dtype=np.float32, crop_corner=crop_corner, seed=seed) != 0
-    except ValueError as exc:  # sigpy could not reach the acceleration within its tolerance
-        raise InputDataError(
-            f"poisson2d_mask: sigpy could not generate a {a}x mask for {(h, w)} ({exc})"
-        ) from exc
-    yy, xx = np.mgrid[:h, :w]
-    ry = np.maximum(np.abs(yy - h / 2) - cal[0] / 2, 0)
-    rx = np.maximum(np.abs(xx - w / 2) - cal[1] / 2, 0)
-    r = np.sqrt((ry / max(ry.max(), 1)) ** 2 + (rx / max(rx.max(), 1)) ** 2)
-    density = 1.0 / (1.0 + 4.0 * r)
-    if crop_corner:
-        density = density * (r < 1)
-    protect = np.zeros((h, w), dtype=bool)
-    protect[_centre_band(h, cal[0])[:, None], _centre_band(w, cal[1])[None, :]] = True
-    m = m | protect
-    m = _adjust_count(m, n_target, protect, np.random.default_rng(seed), density)
-    return SamplingMask(torch.from_numpy(m), h * w / float(m.sum()))
-
-
-def radial_mask(shape: Sequence[int], acceleration: float, seed: int | None = 0) -> SamplingMask:
-    """Cartesian-rasterised radial mask: full-diameter spokes through the k-space centre.
-
-    Spokes at angles θ₀ + k·φ (φ = golden angle π(√5−1)/2, θ₀ drawn from ``seed``) are rasterised
-    onto the grid (nearest grid point every half pixel) and added
-    until ``round(H·W / acceleration)`` points are covered; the last spoke contributes only its points
-    nearest the centre, so the realised acceleration equals the request up to one sample.
-
-    Returns:
-        :class:`SamplingMask` (bool ``(H, W)``, realised acceleration).
-    """
-    h, w = _shape2("radial_mask", shape)
-    a = _check_accel("radial_mask", acceleration)
-    n_target = max(1, int(round(h * w / a)))
-    rng = np.random.default_rng(seed)
-    theta0 = float(rng.uniform(0, math.pi))
-    cy, cx = h // 2, w // 2
-    radius = math.hypot(h, w) / 2
-    t = np.arange(-radius, radius + 0.5, 0.5)
-    order = np.argsort(np.abs(t), kind="stable")
-    t = t[order]
-    mask = np.zeros((h, w), dtype=bool)
-    count = 0
-    phi = math.pi * (math.sqrt(5.0) - 1.0) / 2.0
-    k = 0
-    while count < n_target:
-        th = theta0 + k * phi
-        ys = np.rint(cy + t * math.sin(th)).astype(int)
-        xs = np.rint(cx + t * math.cos(th)).astype(int)
-        ok = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        for y, x in zip(ys[ok], xs[ok], strict=True):
-            if not mask[y, x]:
-                mask[y, x] = True
-                count += 1
-                if count == n_target:
-                    break
-        k += 1
-        if k > 100 * (h + w):  # pragma: no cover - cannot happen for a > 1
-            break
-    return SamplingMask(torch.from_numpy(mask), h * w / float(mask.sum()))
-
-
-# ------------------------------------------------------------------------------------------------
-# Coil sensitivity maps
-# ------------------------------------------------------------------------------------------------
-def birdcage_maps(
-    shape: Sequence[int],
-    radius: float = 1.5,
-    n_rings: int = 1,
-    normalize: bool = True,
-    dtype: torch.dtype = torch.complex64,
-) -> Tensor:
-    """Simulated coil sensitivities of loop coils evenly spaced on a cylinder around the object.
-
-    Model: coordinates are normalised to [−1, 1] across each in-plane axis (and along z in 3D). Coil
-    c sits at p_c = (radius·cos θ_c, radius·sin θ_c[, z_c]) with θ_c = 2π·(c mod n)/n (n coils per
-    ring, ``n_rings`` rings at evenly spaced z_c in 3D). Its sensitivity at r is
-
-        S_c(r) = exp(i·(θ_c − arg((r − p_c)_xy))) / ‖r − p_c‖,
-
-    a smooth magnitude falling off with distance and a phase winding around the coil, as for a small
-    loop seen from the object. With ``normalize=True`` the maps are divided by their root-sum-of-
-    squares, so Σ_c |S_c|² = 1 at every voxel (the normalisation ESPIRiT maps also have; the
-    simulation then reconstructs the object itself rather than an intensity-weighted version).
-
-    Args:
-        shape: ``(C, H, W)`` or ``(C, D, H, W)``.
-        radius: coil distance from the centre in units of the half field of view (> 1: outside).
-        n_rings: rings along z (3D only); must divide C.
-        normalize: root-sum-of-squares normalisation.
-
-    Returns:
-        complex maps of ``shape``.
-    """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) not in (3, 4) or min(shape) < 1:
-        raise InputDataError(f"birdcage_maps: expected shape (C, H, W) or (C, D, H, W), found {shape}")
-    c = shape[0]
-    if len(shape) == 3 and n_rings != 1:
-        raise InputDataError(f"birdcage_maps: n_rings > 1 needs a 3-D shape (C, D, H, W), found {shape}")
-    if c % n_rings:
-        raise InputDataError(f"birdcage_maps: n_rings={n_rings} must divide the coil count {c}")
-    per_ring = c // n_rings
-    grid = shape[1:]
-    axes = [
-        torch.linspace(-1.0, 1.0, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
-        for n in grid
-    ]
-    mesh = torch.meshgrid(*axes, indexing="ij")
-    yy, xx = mesh[-2], mesh[-1]
-    zz = mesh[0] if len(grid) == 3 else torch.zeros_like(yy)
-    idx = torch.arange(c)
-    theta = 2 * math.pi * (idx % per_ring).to(torch.float64) / per_ring
-    ring = (idx // per_ring).to(torch.float64)
-    zc = (ring + 0.5) / n_rings * 2 - 1 if n_rings > 1 else torch.zeros(c, dtype=torch.float64)
-    view = (c,) + (1,) * len(grid)
-    px = (radius * torch.cos(theta)).view(view)
-    py = (radius * torch.sin(theta)).view(view)
-    pz = zc.view(view)
-    dx, dy, dz = xx - px, yy - py, zz - pz
-    dist = torch.sqrt(dx**2 + dy**2 + dz**2).clamp_min(1e-6)
-    phase = theta.view(view) - torch.atan2(dy, dx)
-    maps = torch.polar(1.0 / dist, phase)
-    if normalize:
-        maps = maps / torch.sqrt((maps.abs() ** 2).sum(0, keepdim=True))
-    return maps.to(dtype)
-
-
-def _espirit_torch(
-    k: Tensor, calib_width: int, thresh: float, kernel_width: int, crop: float, ndim: int
-) -> Tensor:
-    """ESPIRiT for one k-space ``(C, *grid)`` in torch (any device); see :func:`espirit_maps`."""
-    c = int(k.shape[0])
-    grid = tuple(int(n) for n in k.shape[1:])
-    kw, cw = int(kernel_width), int(calib_width)
-    cdt = k.dtype
-    # 1. calibration box and its block (Hankel-like) matrix: one row per kw^ndim patch, C*kw^ndim columns
-    box = k[(slice(None), *(slice(n // 2 - cw // 2, n // 2 - cw // 2 + cw) for n in grid))]
-    patches = box
-    for d in range(1, ndim + 1):
-        patches = patches.unfold(d, kw, 1)  # (C, nb..., kw...)
-    nb = patches.shape[1 : 1 + ndim]
-    perm = (*range(1, 1 + ndim), 0, *range(1 + ndim, 1 + 2 * ndim))
-    mat = patches.permute(perm).reshape(math.prod(nb), c * kw**ndim)
-    # 2. kernels: right singular vectors whose singular value exceeds thresh * max
-    _, sv, vh = torch.linalg.svd(mat, full_matrices=False)
-    kernels = vh[sv > thresh * sv.max()].reshape(-1, c, *(kw,) * ndim)
-    # 3. image-domain kernel operator M(r) = Σ_k v_k(r) v_k(r)ᴴ with v_k = centred IFFT of the zero-padded
-    #    kernel k. Expanding the product, M_cd(r) = N^(-1/2) · IFFTc[G_cd](r) where G_cd[Δ] =
-    #    Σ_k Σ_j K_kc[j + Δ] conj(K_kd[j]) is the kernels' cross-correlation (lags |Δ| < kw), so only
-    #    C² small correlations and C² image-size FFTs are needed, whatever the number of kernels.
-    lag = 2 * kw - 1
-    if any(n < lag for n in grid):
-        raise InputDataError(f"espirit_maps: the grid {grid} must be at least 2*kernel_width-1 = {lag} wide")
-    dims = tuple(range(2, 2 + ndim))
-    fk = torch.fft.fftn(kernels, s=(lag,) * ndim, dim=dims)  # (K, C, lag...)
-    letters = "xyz"[:ndim]
-    g = torch.einsum(f"kc{letters},kd{letters}->cd{letters}", fk, fk.conj())
-    g = torch.fft.fftshift(torch.fft.ifftn(g, dim=dims), dim=dims)  # lag 0 at index kw - 1
-    padded = torch.zeros((c, c, *grid), dtype=cdt, device=k.device)
-    padded[(slice(None), slice(None), *(slice(n // 2 - (kw - 1), n // 2 + kw) for n in grid))] = g
-    n_vox = math.prod(grid)
-    aha = _fft.ifftc(padded, ndim) * (math.sqrt(n_vox) / kw**ndim)  # N^(-1/2) · N / kw^d (sigpy's scaling)
-    aha = aha.permute(*range(2, 2 + ndim), 0, 1)  # (*grid, C, C)
-    # 4. per-voxel dominant eigenvector (Hermitian eigendecomposition, eigenvalues ascending)
-    evals, evecs = torch.linalg.eigh(aha)
-    lam = evals[..., -1]
-    mps = evecs[..., -1]  # (*grid, C)
-    # 5. remove the phase of coil 0, crop where the eigenvalue is below `crop`
-    ref = mps[..., :1]
-    mps = mps * (ref.conj() / ref.abs().clamp_min(torch.finfo(lam.dtype).tiny))
-    mps = mps * (lam > crop).unsqueeze(-1)
-    return mps.movedim(-1, 0).contiguous()
-
-
-def espirit_maps(
-    kspace: Tensor,
-    calib_width: int = 24,
-    thresh: float = 0.02,
-    kernel_width: int = 6,
-    crop: float = 0.95,
-    max_iter: int = 100,
-    ndim: int = 2,
-    backend: str = "torch",
-) -> Tensor:
-    """ESPIRiT coil sensitivities estimated from the fully sampled k-space centre (Uecker et al. 2014).
-
-    Per slice: the ``calib_width``-wide centre box gives a block matrix of all ``kernel_width``-wide
-    patches; its right singular vectors with singular value > ``thresh``·max span the calibration
-    kernels. In the image domain they define, at each voxel r, the C×C Hermitian matrix
-    M(r) = N/kw^d · Σ_k v_k(r) v_k(r)ᴴ (v_k the centred inverse FFT of kernel k); the maps are its
-    dominant eigenvector, kept where the eigenvalue exceeds ``crop`` (≈ 1 inside the object, so the
-    background is masked). The maps satisfy Σ_c |S_c|² = 1 in the support and have the phase of coil 0
-    removed (a relative phase, as usual for ESPIRiT).
-
-    ``backend="torch"`` (default) computes this in torch on the k-space's device, with an exact
-    eigendecomposition per voxel; ``backend="sigpy"`` calls ``sigpy.mri.app.EspiritCalib`` (power
-    iteration, ``max_iter`` steps) on the CPU. The two agree inside the support (see the tests).
-
-    Args:
-        kspace: complex centred k-space ``(C, *grid)`` or a stack ``(S, C, *grid)`` (maps per slice);
-            ``grid`` has ``ndim`` axes.
-        calib_width: side of the calibration box; it must be fully sampled (in every coil).
-        thresh: ESPIRiT singular-value threshold (sigpy's default).
-        kernel_width: ESPIRiT kernel width (sigpy's default).
-        crop: ESPIRiT eigenvalue crop threshold (sigpy's default).
-        max_iter: power iterations (sigpy backend only).
-        ndim: number of image axes (2, or 3 for a 3-D acquisition).
-        backend: ``"torch"`` or ``"sigpy"``.
-
-    Returns:
-        complex64 maps with the shape of ``kspace``.
-
-    Raises:
-        InputDataError: wrong shape, or a calibration box with unsampled points.
-        MissingDependencyError: ``backend="sigpy"`` without sigpy.
-    """
-    if backend not in ("torch", "sigpy"):
-        raise InputDataError(f"espirit_maps: backend must be 'torch' or 'sigpy', found {backend!r}")
-    k = torch.as_tensor(kspace)
-    if not k.is_complex():
-        raise InputDataError(f"espirit_maps: expected complex k-space, found dtype {k.dtype}")
-    if k.ndim not in (ndim + 1, ndim + 2):
-        raise InputDataError(
-            f"espirit_maps: expected k-space of shape (C, *grid) or (S, C, *grid) with a "
-            f"{ndim}-D grid, found shape {tuple(k.shape)}"
-        )
-    grid = tuple(k.shape[-ndim:])
-    if calib_width > min(grid):
-        raise InputDataError(f"espirit_maps: calib_width {calib_width} exceeds the k-space grid {grid}")
-    sl = tuple(slice(n // 2 - calib_width // 2, n // 2 - calib_width // 2 + calib_width) for n in grid)
-    box = k[(Ellipsis, *sl)].abs() > 0
-    box = box.all(dim=-ndim - 1)  # sampled in every coil
-    if not bool(box.all()):
-        missing = int((~box).sum())
-        raise InputDataError(
-            f"espirit_maps: the central {calib_width}^{ndim} calibration box must be fully sampled, found "
-            f"{missing} unsampled location(s); lower calib_width or sample a wider centre "
-            "(center_fraction / calib)"
-        )
-    if kernel_width > calib_width:
-        raise InputDataError(f"espirit_maps: kernel_width {kernel_width} exceeds calib_width {calib_width}")
-    if backend == "torch":
-        stack = k.detach().reshape(-1, *k.shape[-ndim - 1 :]).to(torch.complex64)
-        maps = [_espirit_torch(ks, calib_width, thresh, kernel_width, crop, ndim) for ks in stack]
-        return torch.stack(maps).reshape(k.shape)
-    app = require("sigpy.mri.app", "mri")
-    stack = k.reshape(-1, *k.shape[-ndim - 1 :]).detach().cpu().numpy().astype(np.complex64)
-    out = []
-    for ks in stack:
-        mps = app.EspiritCalib(
-            ks,
-            calib_width=calib_width,
-            thresh=thresh,
-            kernel_width=kernel_width,
-            crop=crop,
-            max_iter=max_iter,
-            show_pbar=False,
-        ).run()
-        out.append(np.asarray(mps))
-    maps = torch.from_numpy(np.stack(out).astype(np.complex64)).reshape(k.shape)
-    return maps.to(k.device)

@@ -9,13 +9,15 @@ Quick start::
 """
 
 from .checkpoint import load_prior, load_torch_weights, save_prior
-from .prior import DiffusionPrior, LatentPrior, psnr
+from .interface import Prior
+from .prior import DiffusionPrior, LatentPrior
 from .registry import available, load
 from .schedule import Schedule, VESchedule, VPContinuousSchedule, VPSchedule, schedule_from_config
 
 __all__ = [
     "DiffusionPrior",
     "LatentPrior",
+    "Prior",
     "Schedule",
     "VPSchedule",
     "VPContinuousSchedule",
@@ -26,5 +28,4 @@ __all__ = [
     "load_prior",
     "save_prior",
     "load_torch_weights",
-    "psnr",
 ]

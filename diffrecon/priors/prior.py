@@ -22,8 +22,6 @@ discrete schedules), ``"t1000"`` (continuous t × 1000), ``"sigma"`` or ``"log_s
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -90,6 +88,28 @@ class DiffusionPrior(nn.Module):
     def denormalise(self, z: torch.Tensor) -> torch.Tensor:
         """Model space → image (data range)."""
         return (z - self.data_shift) / self.data_scale
+
+    # the Prior interface (diffrecon.priors.interface): for a pixel prior the "encoder" is the affine map
+    is_latent = False
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (data units) → model space: :meth:`normalise` (the :class:`~.interface.Prior` interface)."""
+        return self.normalise(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Model space → images (data units): :meth:`denormalise`."""
+        return self.denormalise(z)
+
+    @property
+    def state_shape(self) -> tuple[int, ...] | None:
+        """Shape ``(C, H, W)`` of one diffusion state ``x_t``: the image shape for a pixel prior."""
+        return self.image_shape
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The image range the prior was trained on (``config["data_range"]``, default ``(0, 1)``)."""
+        lo, hi = self.config.get("data_range", (0.0, 1.0))
+        return float(lo), float(hi)
 
     # ---------------------------------------------------------------- schedule helpers
     def _coef(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -172,28 +192,34 @@ class DiffusionPrior(nn.Module):
 
     def ddim_step(
         self,
-        x_t: torch.Tensor,
-        t,
-        t_prev,
         z0_hat: torch.Tensor,
         eps_hat: torch.Tensor,
+        t,
+        t_prev,
         eta: float = 0.0,
-        generator: torch.Generator | None = None,
+        noise=None,
+        mixing: str = "ddim",
     ) -> torch.Tensor:
-        r"""One DDIM update from ``t`` to ``t_prev`` given the (possibly corrected) estimates.
+        r"""One DDIM update from ``t`` to ``t_prev`` given the (possibly corrected) estimates (model space).
 
-        :math:`x_{t'} = a_{t'}\hat z_0 + \sqrt{s_{t'}^2-\sigma^2}\,\hat\varepsilon + \sigma z`,
-        :math:`\sigma = \eta\,(s_{t'}/s_t)\sqrt{1-a_t^2/a_{t'}^2}` (VP; η=0 deterministic, η=1 DDPM).
-        ``t_prev < 0`` returns ``z0_hat``.
+        :math:`x_{t'} = a_{t'}\hat z_0 + c_\varepsilon\hat\varepsilon + c_\xi\,\xi` with the coefficients of
+        :meth:`~diffrecon.priors.schedule.Schedule.ddim_coefficients` (``mixing`` ``"ddim"``: DDIM-η;
+        ``"dds"``: the DDS code's mixing). ``t``, ``t_prev`` are scalar times; ``t_prev=None`` (or a
+        negative discrete step) ends the chain and returns ``z0_hat``. ``noise`` is the ξ tensor, or a
+        zero-argument function drawing it (called only when :math:`c_\xi > 0`, so deterministic steps
+        consume no random numbers); it is required when the step is stochastic.
+
+        Every sampler in diffrecon (DDS, DPS, the latent solvers, unconditional sampling) takes its
+        DDIM steps here.
         """
-        if int(torch.as_tensor(t_prev).max()) < 0 if self.schedule.discrete else False:
-            return z0_hat
-        _, a, s = self._coef(t, x_t)
-        _, a2, s2 = self._coef(t_prev, x_t)
-        sig = eta * (s2 / s) * torch.sqrt((1 - a**2 / a2**2).clamp_min(0))
-        out = a2 * z0_hat + torch.sqrt((s2**2 - sig**2).clamp_min(0)) * eps_hat
-        if eta > 0:
-            out = out + sig * torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        if t_prev is not None and self.schedule.discrete and float(t_prev) < 0:
+            t_prev = None
+        a2, c_eps, c_noise = self.schedule.ddim_coefficients(t, t_prev, eta, mixing)
+        out = a2 * z0_hat + c_eps * eps_hat if t_prev is not None else z0_hat
+        if c_noise > 0:
+            if noise is None:
+                raise ValueError("ddim_step: a stochastic step (eta > 0) needs noise")
+            out = out + c_noise * (noise() if callable(noise) else noise)
         return out
 
     @torch.no_grad()
@@ -205,32 +231,30 @@ class DiffusionPrior(nn.Module):
         generator: torch.Generator | None = None,
         device=None,
         progress: bool = False,
+        clip_x0: bool = True,
     ) -> torch.Tensor:
-        """Unconditional DDIM samples (n, C, H, W) in data units (VP schedules)."""
+        """Unconditional DDIM samples (n, C, H, W) in data units (VP schedules); with ``clip_x0`` ẑ0 is
+        clamped to the data range at every step (images; latents are not clipped)."""
         if self.image_shape is None:
             raise ValueError("image_shape is unknown; set prior.image_shape = (C, H, W)")
         device = device or next(self.parameters()).device
         x = torch.randn((n, *self.image_shape), generator=generator, device=device)
-        ts = self.schedule.ddim_timesteps(steps)
-        it = ts.tolist()
+        ts = self.schedule.ddim_timesteps(steps).tolist()
+        lo, hi = sorted(float(self.normalise(torch.tensor(float(v)))) for v in self.data_range)
+        it = ts
         if progress:
             from tqdm.auto import tqdm
 
-            it = tqdm(it, desc="ddim")
+            it = tqdm(ts, desc="ddim")
         for i, t in enumerate(it):
-            tt = torch.full((n,), t, device=device)
-            z0, e = self.predict(x, tt)
-            z0 = (
-                z0.clamp(self.normalise(torch.tensor(0.0)).item(), self.normalise(torch.tensor(1.0)).item())
-                if self.data_scale > 0
-                else z0
+            z0, e = self.predict(x, torch.full((n,), t, device=device))
+            if clip_x0:
+                z0 = z0.clamp(lo, hi)
+            t_prev = ts[i + 1] if i + 1 < len(ts) else None
+            x = self.ddim_step(
+                z0, e, t, t_prev, eta,
+                noise=lambda shape=x.shape: torch.randn(shape, generator=generator, device=device),
             )
-            if i + 1 < len(ts):
-                x = self.ddim_step(
-                    x, tt, torch.full((n,), ts[i + 1].item(), device=device), z0, e, eta, generator
-                )
-            else:
-                x = z0
         return self.denormalise(x)
 
 
@@ -252,13 +276,21 @@ def convert(
 
 
 class LatentPrior(nn.Module):
-    """An autoencoder plus a :class:`DiffusionPrior` acting on its (scaled) latents.
+    r"""An autoencoder plus a :class:`DiffusionPrior` acting on its (scaled) latents.
 
     ``encode(x)`` maps images (data units) to latents ``z = scale_factor · E(normalise(x))`` on which
     ``diffusion`` is trained; ``decode(z)`` inverts it. The autoencoder must provide
     ``encode(x) -> latent`` (a tensor, or a (mean, logvar)-like tuple whose first entry is used) and
     ``decode(latent) -> image``.
+
+    It implements the :class:`~diffrecon.priors.interface.Prior` interface, so every solver of the
+    shared skeleton runs on it: the model space is the latent space (the latent diffusion prior's own
+    normalisation is the identity), :meth:`predict`, :meth:`ddim_step` and :attr:`schedule` are the
+    latent diffusion's, :attr:`state_shape` is the latent shape ``(c, h, w)`` and :attr:`image_shape`
+    the decoded image's ``(C, H, W)``.
     """
+
+    is_latent = True
 
     def __init__(
         self,
@@ -271,6 +303,11 @@ class LatentPrior(nn.Module):
         config: dict | None = None,
     ):
         super().__init__()
+        if diffusion.data_scale != 1.0 or diffusion.data_shift != 0.0:
+            raise ValueError(
+                "LatentPrior: the latent diffusion prior must work on the latents as they are "
+                f"(data_scale 1, data_shift 0), found {diffusion.data_scale}, {diffusion.data_shift}"
+            )
         self.autoencoder = autoencoder
         self.diffusion = diffusion
         self.scale_factor = float(scale_factor)
@@ -278,22 +315,45 @@ class LatentPrior(nn.Module):
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         self.config = dict(config or {})
 
+    # -- the Prior interface ----------------------------------------------------------------------
+    @property
+    def schedule(self) -> Schedule:
+        """The latent diffusion's noise schedule."""
+        return self.diffusion.schedule
+
+    @property
+    def state_shape(self) -> tuple[int, ...] | None:
+        """Latent shape ``(c, h, w)`` (the latent diffusion's ``image_shape``)."""
+        return self.diffusion.image_shape
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The image range the autoencoder was trained on (``config["data_range"]``, default ``(0, 1)``)."""
+        lo, hi = self.config.get("data_range", (0.0, 1.0))
+        return float(lo), float(hi)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in data units → scaled latents (B, c, h, w)."""
+        """Images (B, C, H, W) in data units → scaled latents (B, c, h, w) (the encoder's mean)."""
         z = _ae_encode(self.autoencoder, x * self.data_scale + self.data_shift)
         return z * self.scale_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents → images in data units."""
+        """Scaled latents → images in data units (differentiable: guidance back-propagates through it)."""
         y = self.autoencoder.decode(z / self.scale_factor)
         return (y - self.data_shift) / self.data_scale
 
+    def predict(self, z_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """One latent network call → ``(z0_hat, eps_hat)`` (latent space)."""
+        return self.diffusion.predict(z_t, t)
+
+    def ddim_step(self, z0_hat, eps_hat, t, t_prev, eta: float = 0.0, noise=None, mixing: str = "ddim"):
+        """The latent diffusion's :meth:`DiffusionPrior.ddim_step`."""
+        return self.diffusion.ddim_step(z0_hat, eps_hat, t, t_prev, eta, noise, mixing)
+
     @torch.no_grad()
     def sample(self, n: int, steps: int = 50, eta: float = 0.0, generator=None, device=None) -> torch.Tensor:
-        """Unconditional samples decoded to images (data units)."""
-        d = self.diffusion
-        z = d.sample(n, steps, eta, generator, device)  # denormalise in latent prior is identity
-        return self.decode(d.normalise(z))
+        """Unconditional samples decoded to images (data units); latents are not clipped."""
+        return self.decode(self.diffusion.sample(n, steps, eta, generator, device, clip_x0=False))
 
 
 def _ae_encode(ae: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -306,9 +366,3 @@ def _ae_encode(ae: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if hasattr(out, "latent_dist"):  # diffusers
         return out.latent_dist.mean
     return out
-
-
-def psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> float:
-    """PSNR in dB over all elements."""
-    mse = float(torch.mean((x.double() - ref.double()) ** 2))
-    return 10 * math.log10(data_range**2 / max(mse, 1e-20))

@@ -77,6 +77,35 @@ class Schedule:
         u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         return (t_min + (1 - t_min) * u).to(torch.float32)
 
+    def ddim_coefficients(
+        self, t, t_prev, eta: float = 0.0, mixing: str = "ddim"
+    ) -> tuple[float, float, float]:
+        r"""Coefficients ``(a', c_eps, c_noise)`` of one DDIM-type update from ``t`` to ``t_prev``,
+
+        .. math:: x_{t'} = a_{t'}\hat z_0 + c_\varepsilon\,\hat\varepsilon + c_\xi\,\xi ,
+                  \qquad \xi\sim\mathcal N(0, I),
+
+        as Python floats (float64 arithmetic) for scalar times:
+
+        * ``mixing="ddim"`` (Song et al.'s DDIM-η): :math:`c_\xi = \eta\,(s_{t'}/s_t)\sqrt{1-a_t^2/a_{t'}^2}`,
+          :math:`c_\varepsilon = \sqrt{s_{t'}^2 - c_\xi^2}` (η = 0 deterministic, η = 1 DDPM-like);
+        * ``mixing="dds"`` (the DDS code's mixing): :math:`c_\xi = \eta\,s_{t'}`,
+          :math:`c_\varepsilon = s_{t'}\sqrt{1-\eta^2}`.
+
+        ``t_prev=None`` is the end of the chain (:math:`a = 1, s = 0`): the update returns
+        :math:`\hat z_0`.
+        """
+        if mixing not in ("ddim", "dds"):
+            raise ValueError(f"mixing must be 'ddim' or 'dds', got {mixing!r}")
+        if t_prev is None:
+            return 1.0, 0.0, 0.0
+        a, s = (float(v) for v in self.alpha_sigma(_as_t(t)))
+        a2, s2 = (float(v) for v in self.alpha_sigma(_as_t(t_prev)))
+        if mixing == "dds":
+            return a2, s2 * math.sqrt(max(0.0, 1.0 - eta**2)), s2 * eta
+        c_noise = eta * (s2 / s) * math.sqrt(max(0.0, 1.0 - (a * a) / (a2 * a2)))
+        return a2, math.sqrt(max(0.0, s2 * s2 - c_noise * c_noise)), c_noise
+
     # ------------------------------------------------------------------ timestep grids
     def ddpm_timesteps(self) -> torch.Tensor:
         """Every discrete step, descending: ``T-1, …, 0`` (discrete schedules only)."""

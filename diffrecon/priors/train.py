@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import pathlib
 import time
@@ -38,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DiffreconError, InputDataError
+from ..metrics import psnr
 from .checkpoint import load_training_state, save_prior, save_training_state
 from .networks import build_network, unet_config
-from .prior import DiffusionPrior, LatentPrior, psnr
+from .prior import DiffusionPrior, LatentPrior
 from .schedule import schedule_from_config
 
 
@@ -257,8 +257,8 @@ def validate(prior: DiffusionPrior, x: torch.Tensor, levels, seed: int = 0, chun
             {
                 "noise_level": p,
                 "t": t if isinstance(t, int) else float(t),
-                "input_psnr": psnr(xin, x.cpu()),
-                "output_psnr": psnr(xout, x.cpu()),
+                "input_psnr": psnr(xin, x.cpu(), data_range=1.0),
+                "output_psnr": psnr(xout, x.cpu(), data_range=1.0),
             }
         )
     return out
@@ -580,7 +580,8 @@ def _train_latent(cfg, source, run, resume, device, progress, time_limit_s, expo
             mu, _ = ae.encode(xs)
             scale_factor = float(1.0 / mu.std().clamp_min(1e-6))
             rec = ae.decode(mu)
-            ae_psnr = psnr((rec - cfg.data_shift) / cfg.data_scale, (xs - cfg.data_shift) / cfg.data_scale)
+            ae_psnr = psnr((rec - cfg.data_shift) / cfg.data_scale, (xs - cfg.data_shift) / cfg.data_scale,
+                           data_range=1.0)
         if is_main:
             save_safetensors(ae.state_dict(), ae_file)
             meta_file.write_text(json.dumps({"scale_factor": scale_factor, "recon_psnr": ae_psnr}))
@@ -660,7 +661,3 @@ def ae_config(channels=(32, 64), latent_channels=2, num_res_blocks=1, norm_num_g
             "with_decoder_nonlocal_attn": False,
         },
     }
-
-
-def _psnr_db(mse: float) -> float:
-    return 10 * math.log10(1 / max(mse, 1e-20))

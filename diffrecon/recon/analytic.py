@@ -267,18 +267,45 @@ def fdk(projections: Tensor | np.ndarray, operator_or_geometry: object, filter: 
         frequency_cutoff: float = 1.0) -> Tensor:
     """Feldkamp–Davis–Kress reconstruction for circular cone-beam data on a flat detector.
 
+    Geometry as for :class:`~diffrecon.operators.cone.ConeBeam3D` (S = source–axis and D = axis–detector
+    distance, orbit about z). With the detector coordinates rescaled to the rotation axis,
+    u' = u·S/(S + D) (columns) and v' = v·S/(S + D) (rows), and view weights w_θ(u') (π/N for a full
+    2π scan, Parker weights × Δθ for a short scan; see the module docstring), FDK computes
+
+        q_θ(v', u') = h ⊛_u' [ w_θ(u') · S/√(S² + u'² + v'²) · p_θ(v', u') ]    (every row, filter h),
+        f(x, y, z) = Σ_θ (S/L)² · q_θ(S·z/L, S·(x cos θ + y sin θ)/L),     L = S − x sin θ + y cos θ,
+
+    L being the voxel's depth along the central ray; q_θ is sampled bilinearly on the detector (zero
+    outside it). The result is exact in the mid-plane z = 0 (where it reduces to fan-beam FBP); away
+    from it FDK is an approximation whose error grows with the cone angle.
+
     Args:
-        projections: ``(..., n_angles, det_rows, det_cols)``; leading dims are batch dims.
-        operator_or_geometry: a ``ConeBeam3D`` or a :class:`~diffrecon.operators.geometry.ConeGeometry`.
+        projections: ``(..., n_angles, det_rows, det_cols)`` line integrals in voxel-length units (as
+            produced by ``ConeBeam3D``); leading dims are batch dims, reconstructed in one pass.
+        operator_or_geometry: a ``ConeBeam3D`` or a :class:`~diffrecon.operators.geometry.ConeGeometry`
+            (lengths in voxels, angles in radians).
         filter: as in :func:`fbp`.
         frequency_cutoff: as in :func:`fbp`.
 
     Returns:
-        The volume ``(..., D, H, W)``. Exact in the mid-plane z = 0 (where it reduces to fan-beam FBP);
-        away from it FDK is an approximation whose error grows with the cone angle.
+        The volume ``(..., D, H, W)`` in the intensity units of the object that produced the
+        projections, on the projections' device, float64 for float64 input and float32 otherwise.
 
     Raises:
         InputDataError, GeometryError: as for :func:`fbp`; GeometryError also for a non-cone geometry.
+
+    Example::
+
+        >>> import math, torch
+        >>> from diffrecon.operators import ConeBeam3D
+        >>> A = ConeBeam3D((16, 32, 32), torch.linspace(0, 2 * math.pi, 73)[:-1], 200.0, 100.0, (24, 64))
+        >>> x = torch.zeros(16, 32, 32)
+        >>> x[4:12, 8:24, 8:24] = 1.0
+        >>> v = fdk(A(x), A)
+        >>> v.shape
+        torch.Size([16, 32, 32])
+        >>> bool((v - x).abs().mean() < 0.05)
+        True
     """
     geom = _geometry_of(operator_or_geometry)
     if not isinstance(geom, ConeGeometry):

@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..comm import Communicator
 from ..errors import InputDataError
 from ..operators.base import LinearOperator
-from ..operators.elementary import FiniteDifference
-from ..operators.linalg import conjugate_gradient
+from ..operators.elementary import BOUNDARIES, FiniteDifference
+from ..operators.linalg import conjugate_gradient, inner
 from .validation import check_finite
 
 Tensor = torch.Tensor
@@ -56,18 +57,9 @@ def cg(
     check_finite(y, "measurements")
     if damping < 0 or not math.isfinite(damping):
         raise InputDataError(f"cg: expected damping >= 0, found {damping}")
-    rhs = operator.adjoint(y)
-    n_dims = _domain_dims(operator, rhs)
-    bar = tqdm(total=n_iter, desc="CG", disable=not progress, leave=False)
-
-    def normal(v):
-        out = operator.normal(v)
-        return out + damping * v if damping else out
-
-    x = conjugate_gradient(normal, rhs, x0=x0, n_iter=n_iter, tol=tol, n_dims=n_dims,
-                           callback=lambda k, _: bar.update(1))
-    bar.close()
-    return x
+    with tqdm(total=n_iter, desc="CG", disable=not progress, leave=False) as bar:
+        return operator.pinv(y, n_iter=n_iter, tol=tol, damping=damping, x0=x0,
+                             callback=lambda k, _: bar.update(1))
 
 
 def soft_threshold(v: Tensor, threshold: Tensor | float) -> Tensor:
@@ -79,17 +71,22 @@ def soft_threshold(v: Tensor, threshold: Tensor | float) -> Tensor:
 
 
 class ADMMTV:
-    """State of anisotropic-TV ADMM for min_x ½‖A x − y‖² + λ Σ_a w_a ‖D_a x‖₁ (scaled form).
+    """State of anisotropic-TV ADMM for min_x ½·w·‖A x − y‖² + λ Σ_a w_a ‖D_a x‖₁ (scaled form).
 
     One :meth:`step` performs one ADMM iteration:
 
-    * x ← CG(``cg_iter`` steps, warm start x) on (AᴴA + ρ Σ_a D_aᴴD_a) x = Aᴴy + ρ Σ_a D_aᴴ(z_a − u_a)
+    * x ← CG(``cg_iter`` steps, warm start x) on (w AᴴA + ρ Σ_a D_aᴴD_a) x = w Aᴴy + ρ Σ_a D_aᴴ(z_a − u_a)
     * z_a ← soft(D_a x + u_a, λ w_a / ρ)
     * u_a ← u_a + D_a x − z_a
 
     The split variables (z, u) persist between calls. This is what DiffusionMBIR and DDS need:
     their samplers replace x between ADMM iterations (with a diffusion update or a Tweedie
     estimate) while (z, u) are shared across diffusion steps ("variable sharing").
+
+    **Sharded volumes.** With a communicator ``comm``, the first axis of the operator's domain is a
+    contiguous block of a volume split over ranks (:mod:`diffrecon.recon.distributed`): CG inner
+    products are summed over ranks and the differences along that axis exchange one boundary slice
+    with each neighbour, so every rank runs its block of the single-process iteration.
 
     Args:
         y: measurements, shape ``(..., *A.out_shape)``.
@@ -100,6 +97,21 @@ class ADMMTV:
         weights: per-axis weights w_a (default 1).
         boundary: ``"neumann"`` or ``"periodic"`` finite differences.
         cg_iter: CG iterations per x-update.
+        comm: communicator when the domain's first axis is sharded over ranks (``None``: one process).
+        data_weight: w, a constant factor on the data term (DiffusionMBIR's π/(2N)-scaled
+            back-projector is w = π/(2N); 1 for the exact adjoint).
+
+    Example:
+        >>> import torch
+        >>> from diffrecon.operators import Identity
+        >>> from diffrecon.recon import ADMMTV
+        >>> y = torch.tensor([0.0, 0.1, 1.0, 0.9])
+        >>> state = ADMMTV(y, Identity((4,)), lam=0.1, rho=1.0)
+        >>> x = torch.zeros(4)
+        >>> for _ in range(50):
+        ...     x = state.step(x)
+        >>> bool((x[1] - x[0]).abs() < 0.1 and (x[3] - x[2]).abs() < 0.1)
+        True
     """
 
     def __init__(
@@ -112,15 +124,18 @@ class ADMMTV:
         weights: Sequence[float] | None = None,
         boundary: str = "neumann",
         cg_iter: int = 10,
+        *,
+        comm: Communicator | None = None,
+        data_weight: float = 1.0,
     ):
         check_finite(y, "measurements")
-        for name, v in (("lam", lam), ("rho", rho)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise InputDataError(f"admm_tv: expected {name} > 0, found {v!r}")
-        if int(cg_iter) < 1:
-            raise InputDataError(f"admm_tv: expected cg_iter >= 1, found {cg_iter}")
+        self.check_settings(lam, rho, cg_iter)
+        if not (math.isfinite(data_weight) and data_weight > 0):
+            raise InputDataError(f"admm_tv: expected data_weight > 0, found {data_weight!r}")
         self.operator = operator
-        self.aty = operator.adjoint(y)
+        self.data_weight = float(data_weight)
+        aty = operator.adjoint(y)
+        self.aty = aty * self.data_weight if self.data_weight != 1.0 else aty
         self.n_dims = _domain_dims(operator, self.aty)
         if axes is None:
             axes = tuple(range(-self.n_dims, 0))
@@ -134,14 +149,35 @@ class ADMMTV:
         weights = [1.0] * len(axes) if weights is None else [float(w) for w in weights]
         if len(weights) != len(axes) or any(w < 0 or not math.isfinite(w) for w in weights):
             raise InputDataError(f"admm_tv: expected {len(axes)} non-negative weights, found {weights}")
-        self.diffs = [FiniteDifference(a, boundary) for a in axes]
+        self.comm = comm
+        self.diffs = [
+            FiniteDifference(a, boundary, comm=comm if a == -self.n_dims else None) for a in axes
+        ]
         self.thresholds = [lam * w / rho for w in weights]
         self.lam, self.rho, self.cg_iter = float(lam), float(rho), int(cg_iter)
         self.z = [torch.zeros_like(self.aty) for _ in axes]
         self.u = [torch.zeros_like(self.aty) for _ in axes]
 
+    @staticmethod
+    def check_settings(lam: float, rho: float, cg_iter: int, boundary: str = "neumann") -> None:
+        """Raise :class:`~diffrecon.errors.InputDataError` unless λ > 0, ρ > 0, ``cg_iter`` ≥ 1 and
+        ``boundary`` is known (solvers call it at construction, before any data is seen)."""
+        for name, v in (("lam", lam), ("rho", rho)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InputDataError(f"admm_tv: expected {name} > 0, found {v!r}")
+        if int(cg_iter) < 1:
+            raise InputDataError(f"admm_tv: expected cg_iter >= 1, found {cg_iter}")
+        if boundary not in BOUNDARIES:
+            raise InputDataError(f"admm_tv: boundary must be one of {BOUNDARIES}, found {boundary!r}")
+
+    def _dot(self, a: Tensor, b: Tensor) -> Tensor:
+        d = inner(a, b, self.n_dims)
+        return d if self.comm is None else self.comm.sum(d)
+
     def _normal(self, v: Tensor) -> Tensor:
         out = self.operator.normal(v)
+        if self.data_weight != 1.0:
+            out = self.data_weight * out
         for d in self.diffs:
             out = out + self.rho * d.adjoint(d.forward(v))
         return out
@@ -151,7 +187,9 @@ class ADMMTV:
         rhs = self.aty
         for d, z, u in zip(self.diffs, self.z, self.u, strict=True):
             rhs = rhs + self.rho * d.adjoint(z - u)
-        x = conjugate_gradient(self._normal, rhs, x0=x, n_iter=self.cg_iter, n_dims=self.n_dims)
+        x = conjugate_gradient(
+            self._normal, rhs, x0=x, n_iter=self.cg_iter, n_dims=self.n_dims, dot=self._dot
+        )
         for i, d in enumerate(self.diffs):
             dx = d.forward(x)
             self.z[i] = soft_threshold(dx + self.u[i], self.thresholds[i])

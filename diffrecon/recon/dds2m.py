@@ -9,7 +9,9 @@ Model (all in the [−1, 1] scaling the paper uses: a cube :math:`c\in[0,1]^{H\t
 ``x = 2c − 1``; a measurement ``y = A c + σ n`` becomes ``y' = 2y − A(1) = A x + 2σ n``):
 
 * forward process (VP, discrete): :math:`x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon`,
-  :math:`\beta` linear from 1e-4 to 5e-3 over T steps (not DDPM's 0.02), :math:`\bar\alpha_{-1}=1`;
+  :math:`\beta` linear from 1e-4 to 5e-3 over T steps (not DDPM's 0.02), :math:`\bar\alpha_{-1}=1`
+  (the shared :meth:`VPSchedule.linear <diffrecon.priors.schedule.VPSchedule.linear>`, float64;
+  :meth:`DDS2M.schedule`);
 * ``σ_t = √(1−ᾱ_t)/√ᾱ_t`` is the noise level of :math:`x_t/\sqrt{\bar\alpha_t}`;
 * with the operator's SVD ``A = U diag(s) Vᵀ`` (:class:`~diffrecon.operators.hsi.SVDOperator`),
   ``ȳ = Uᵀy'`` and ``v̂ = Vᵀx̂0``, each spectral coordinate of :math:`x_{t-1}/\sqrt{\bar\alpha_{t-1}}`
@@ -44,6 +46,14 @@ sr         1000   500           0.95   1.0   3e-2
 
 Everything stays on the device of the measurement: no per-step host round-trips (the progress bar
 only counts iterations; the oracle bookkeeping uses ``torch.where``).
+
+Result contract (shared by every solver of :mod:`diffrecon.recon`): :meth:`DDS2M.restore` returns a
+:class:`DDS2MResult`, a :class:`~diffrecon.recon.diffusion.records.Reconstruction` ``(image, record)``
+(so ``image, record = result`` works) whose ``record`` is a
+:class:`~diffrecon.recon.diffusion.records.SolveRecord` with ``method="dds2m"``; the DDS2M-specific,
+JSON-ready outcomes (σ used, rank rule, network, timings, oracle summary, …) are in ``record.extra``
+and the oracle tensors are attributes of the result. The ``on_step(i, x, info)`` callback has the
+signature of every diffusion solver.
 """
 
 from __future__ import annotations
@@ -56,8 +66,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputDataError
-from ..operators.hsi import Denoising, Inpainting, SVDOperator, check_cube, check_sigma, estimate_sigma
+from ..metrics import mpsnr_tensor
+from ..operators.elementary import FiniteDifference
+from ..operators.hsi import Denoising, Inpainting, SVDOperator, check_cube, check_sigma
+from ..operators.noise import estimate_sigma
 from ..priors.networks.vs2m import LITE, PAPER, VS2M, VS2MConfig
+from ..priors.schedule import VPSchedule
+from .diffusion.records import Reconstruction, SolveRecord
 from .hsi_baselines import subspace_rank
 
 Tensor = torch.Tensor
@@ -70,8 +85,6 @@ __all__ = [
     "TUNED_DENOISE",
     "auto_rank",
     "dds2m_restore",
-    "linear_alphas_cumprod",
-    "mpsnr_torch",
 ]
 
 TASK_DEFAULTS: dict[str, dict] = {
@@ -131,21 +144,27 @@ def auto_rank(y: Tensor, operator: SVDOperator, sigma: float) -> tuple[int, str]
     return min(r, cap), f"Marchenko-Pastur signal rank of the measurement ({r}), capped at max(1, B-1)={cap}"
 
 
-def linear_alphas_cumprod(num_steps: int, beta_start: float = 1e-4, beta_end: float = 5e-3) -> Tensor:
-    """``ᾱ_t = Π_{i≤t}(1 − β_i)`` for β linear in ``[beta_start, beta_end]``; float64, shape ``(T,)``."""
-    betas = torch.linspace(beta_start, beta_end, int(num_steps), dtype=torch.float64)
-    return torch.cumprod(1.0 - betas, dim=0)
+ORACLE_MSE_FLOOR = 1e-20
+"""Per-band MSE floor of the oracle MPSNR (:func:`~diffrecon.metrics.mpsnr_tensor`): a band that
+matches the ground truth exactly scores 200 dB instead of inf, so the running maximum stays finite."""
 
-
-def mpsnr_torch(x: Tensor, ref: Tensor, peak: float = 1.0) -> Tensor:
-    """Mean over bands of the per-band PSNR (dB) of cubes ``(..., H, W, B)``; stays on the device."""
-    mse = (x - ref).pow(2).mean(dim=(-3, -2)).clamp_min(1e-20)
-    return (10.0 * torch.log10(peak**2 / mse)).mean(-1)
+_TV_DIFFERENCES = tuple(FiniteDifference(axis, "neumann") for axis in (-3, -2, -1))
 
 
 def _tv3(x: Tensor) -> Tensor:
-    """Anisotropic 3-D total variation (mean absolute forward differences along y, x, band)."""
-    return sum((x.diff(dim=d).abs().mean() for d in (-3, -2, -1)), torch.zeros((), device=x.device))
+    """Anisotropic 3-D total variation: mean absolute forward difference along y, x and band, summed.
+
+    Each mean runs over the ``n − 1`` interior differences of its axis only: the Neumann
+    :class:`~diffrecon.operators.elementary.FiniteDifference` sets the last one to zero, and it is cut
+    off before the mean, so the weight of each axis is that of ``x.diff(dim)`` (the paper's TV term).
+    The value is bit-identical to the sum of ``x.diff(dim).abs().mean()``; its autograd gradient
+    equals theirs up to float rounding (autograd adds the six shifted contributions in another order).
+    """
+    total = torch.zeros((), device=x.device)
+    for d in _TV_DIFFERENCES:
+        n = x.shape[d.axis]
+        total = total + d(x).narrow(d.axis, 0, n - 1).abs().mean()
+    return total
 
 
 @dataclass
@@ -171,7 +190,7 @@ class _ChainOutput:
     depth: int
     n_parameters: int
     oracle_val: Tensor  # best MPSNR so far (−inf without ground truth), on the device
-    oracle_step: Tensor  # loop iteration of oracle_cube
+    oracle_step: Tensor  # loop iteration (1-based) of oracle_cube
     cube: Tensor | None = None  # final iterate in [0, 1], set when the chain ends
     n_updates: int = 0
     t_net: float = 0.0
@@ -181,25 +200,53 @@ class _ChainOutput:
     history: list[Tensor] = field(default_factory=list)
 
 
-@dataclass
-class DDS2MResult:
-    """What :meth:`DDS2M.restore` returns.
+class DDS2MResult(Reconstruction):
+    """What :meth:`DDS2M.restore` returns: a :class:`~diffrecon.recon.diffusion.records.Reconstruction`
+    ``(image, record)`` with the oracle outcomes as extra attributes.
+
+    It unpacks and indexes like every solver's result (``image, record = result``), and
+    ``isinstance(result, Reconstruction)`` holds.
 
     Attributes:
-        cube: the restored cube ``(H, W, B)`` in data units — DDS2M's output (final iterate).
-        record: settings, σ used (and whether it was estimated), timings, NFE, losses.
-        oracle_cube: best-MPSNR intermediate x̂0 against ``ground_truth`` (only when it was given).
+        image: the restored cube ``(H, W, B)`` in data units — DDS2M's output (the final iterate, or
+            the mean of the chains' final iterates).
+        record: :class:`~diffrecon.recon.diffusion.records.SolveRecord` with ``method="dds2m"``,
+            ``nfe`` (VS2M forward passes, all chains together), ``seconds``, ``steps`` (T),
+            ``seed``, ``settings`` (= :meth:`DDS2M.settings`) and, in ``extra`` (JSON-ready):
+            the R used (``rank``) and its rule (``rank_rule``), ``sigma`` and ``sigma_estimated``,
+            the network (``network``, ``network_config``, ``network_depth``,
+            ``network_parameters``), ``operator``, ``shape``, ``device``, ``chain_seeds``,
+            ``nfe_per_chain``, ``cpu_seconds``, ``seconds_per_update``, ``cpu_seconds_per_update``,
+            ``loss_trace``, ``output`` (which estimate ``image`` is) and, with a ground truth,
+            ``oracle`` (``mpsnr``, ``step``, ``chain``, ``note``).
+        oracle_image: best-MPSNR intermediate x̂0 against ``ground_truth`` (only when it was given).
             An ORACLE selection: it peeks at the answer and must not be reported as the method's result.
-        oracle_mpsnr / oracle_step: its MPSNR (dB) and the loop iteration it came from.
+        oracle_mpsnr / oracle_step: its MPSNR (dB) and the loop iteration (1-based, i.e. the
+            ``on_step`` index + 1) it came from.
         history: per-update MPSNR of x̂0 against the ground truth (when given), for plots.
     """
 
-    cube: Tensor
-    record: dict
-    oracle_cube: Tensor | None = None
+    # class-level fallbacks for instances built by the tuple machinery (``_make``, ``_replace``)
+    oracle_image: Tensor | None = None
     oracle_mpsnr: float | None = None
     oracle_step: int | None = None
-    history: list[float] = field(default_factory=list)
+    history: list[float] = ()  # type: ignore[assignment]  # instances always get their own list
+
+    def __new__(
+        cls,
+        image: Tensor,
+        record: SolveRecord,
+        oracle_image: Tensor | None = None,
+        oracle_mpsnr: float | None = None,
+        oracle_step: int | None = None,
+        history: list[float] | None = None,
+    ) -> DDS2MResult:
+        self = super().__new__(cls, image, record)
+        self.oracle_image = oracle_image
+        self.oracle_mpsnr = oracle_mpsnr
+        self.oracle_step = oracle_step
+        self.history = [] if history is None else list(history)
+        return self
 
 
 class DDS2M:
@@ -219,7 +266,8 @@ class DDS2M:
         rank: R, number of spatial maps / spectral signatures: an int (paper: 10,
             :data:`PAPER_RANK`) or ``"auto"`` = the Marchenko–Pastur signal rank of the measurement
             (:func:`auto_rank`; inpainting falls back to 10). The record holds the R used
-            (``rank``), what was asked (``rank_setting``) and the rule (``rank_rule``).
+            (``record.extra["rank"]``), what was asked (``record.settings["rank"]``) and the rule
+            (``record.extra["rank_rule"]``).
         network: ``"paper"`` (published widths), ``"lite"`` (narrow, 3×3 kernels; for CPU),
             ``"auto"`` (paper on CUDA, lite on CPU), or a :class:`VS2MConfig`.
         depth: hourglass levels (capped by the image size; ``None`` = as many as fit, up to 6).
@@ -237,18 +285,25 @@ class DDS2M:
             (MPSNR rises with K and saturates; cost grows ×K). **Our extension**: the paper
             reports one chain (K = 1, the default).
         seed: seeds the network initialisation, its fixed inputs and the diffusion noise.
-        progress: show a tqdm bar. on_step: optional ``callback(iteration, t, x0_01)`` after each
-            update step (x0 in [0, 1]; calling ``.item()`` inside it forces a device sync).
+        progress: show a tqdm bar.
+        on_step: optional ``on_step(i, x, info)`` after each step that updates VS2M (the shared
+            callback of every diffusion solver): ``i`` is the 0-based step index (loop iteration
+            ``i + 1``; ``i`` restarts at 0 for each chain), ``x`` the current clean estimate (the EMA
+            of VS2M's outputs) in data units, ``(H, W, B)`` in [0, 1], and ``info`` holds ``"t"`` (the
+            diffusion time index, ``T − 1 − i``), ``"nfe"`` (VS2M forward passes so far, all chains
+            together; the last call's value is ``record.nfe``) and ``"chain"`` (0 … K−1). Calling
+            ``.item()`` inside it forces a device sync.
 
     Example::
 
-        >>> from diffrecon.operators.hsi import Denoising, add_gaussian_noise
+        >>> from diffrecon.operators.hsi import Denoising
+        >>> from diffrecon.operators.noise import add_gaussian_noise
         >>> clean = torch.rand(32, 32, 8)
         >>> noisy = add_gaussian_noise(clean, 0.1)
-        >>> out = DDS2M("denoise", num_steps=40, start_point=20, network="lite", rank=3,
-        ...             progress=False).restore(noisy, sigma=0.1)
-        >>> out.cube.shape
-        torch.Size([32, 32, 8])
+        >>> cube, record = DDS2M("denoise", num_steps=40, start_point=20, network="lite", rank=3,
+        ...                      progress=False).restore(noisy, sigma=0.1)
+        >>> cube.shape, record.method, record.nfe
+        (torch.Size([32, 32, 8]), 'dds2m', 21)
     """
 
     def __init__(
@@ -374,7 +429,14 @@ class DDS2M:
         )
         return name, cfg
 
+    def schedule(self) -> VPSchedule:
+        """The discrete VP noise schedule: :meth:`VPSchedule.linear
+        <diffrecon.priors.schedule.VPSchedule.linear>` ``(T, beta_start, beta_end)`` (float64)."""
+        return VPSchedule.linear(self.num_steps, self.beta_start, self.beta_end)
+
     def settings(self) -> dict:
+        """The hyperparameters (``record.settings``; ``rank`` is the value asked for, possibly
+        ``"auto"``, while ``record.extra["rank"]`` is the R used)."""
         return {
             "task": self.task,
             "num_steps": self.num_steps,
@@ -414,7 +476,7 @@ class DDS2M:
             ground_truth: optional clean cube ``(H, W, B)``, only for the oracle bookkeeping.
 
         Returns:
-            :class:`DDS2MResult` (``cube`` on ``y``'s device, float32).
+            :class:`DDS2MResult` ``(image, record)`` (``image`` on ``y``'s device, float32).
         """
         check_cube(y, "DDS2M: measurement y")
         if operator is None:
@@ -490,7 +552,7 @@ class DDS2M:
             s_safe=s_safe,
             ut_y=ut_y,
             y_over_s=ut_y / s_safe,
-            abar=linear_alphas_cumprod(self.num_steps, self.beta_start, self.beta_end),
+            abar=self.schedule().alphas_cumprod,
             ground_truth=ground_truth,
         )
 
@@ -503,18 +565,19 @@ class DDS2M:
             disable=not self.progress,
             leave=False,
         )
-        chains = [self._chain(data, cfg, self.seed + k, bar) for k in range(self.samples)]
+        chains: list[_ChainOutput] = []
+        for k in range(self.samples):
+            nfe_before = sum(c.n_updates for c in chains)
+            chains.append(self._chain(data, cfg, self.seed + k, bar, chain=k, nfe_before=nfe_before))
         bar.close()
 
         cube = torch.stack([c.cube for c in chains]).mean(0) if self.samples > 1 else chains[0].cube
         n_updates = sum(c.n_updates for c in chains)
         t_net = sum(c.t_net for c in chains)
         cpu_net = sum(c.cpu_net for c in chains)
-        record = {
-            "method": "DDS2M",
-            **self.settings(),
+        seconds = time.perf_counter() - t_start
+        extra = {
             "rank": rank,
-            "rank_setting": self.rank,
             "rank_rule": rank_rule,
             "network": net_name,
             "network_config": cfg.to_dict(),
@@ -526,8 +589,7 @@ class DDS2M:
             "shape": list(shape),
             "device": str(device),
             "chain_seeds": [self.seed + k for k in range(self.samples)],
-            "nfe": n_updates,
-            "seconds": time.perf_counter() - t_start,
+            "nfe_per_chain": chains[0].n_updates,
             "cpu_seconds": time.process_time() - cpu_start,
             "seconds_per_update": t_net / max(n_updates, 1),
             "cpu_seconds_per_update": cpu_net / max(n_updates, 1),
@@ -536,25 +598,41 @@ class DDS2M:
             if self.samples == 1
             else f"mean of {self.samples} chains' final iterates",
         }
-        result = DDS2MResult(cube=cube, record=record)
+        oracle: dict = {}
         if ground_truth is not None and chains[0].oracle_cube is not None:
             vals = [float(c.oracle_val) for c in chains]
             best = max(range(self.samples), key=vals.__getitem__)
             chain = chains[best]
-            result.oracle_cube = chain.oracle_cube.detach()
-            result.oracle_mpsnr = vals[best]
-            result.oracle_step = int(chain.oracle_step)
-            result.history = [float(v) for v in torch.stack(chain.history).cpu()]
-            record["oracle"] = {
-                "mpsnr": result.oracle_mpsnr,
-                "step": result.oracle_step,
+            oracle = {
+                "oracle_image": chain.oracle_cube.detach(),
+                "oracle_mpsnr": vals[best],
+                "oracle_step": int(chain.oracle_step),
+                "history": [float(v) for v in torch.stack(chain.history).cpu()],
+            }
+            extra["oracle"] = {
+                "mpsnr": oracle["oracle_mpsnr"],
+                "step": oracle["oracle_step"],
                 "chain": best,
                 "note": "ORACLE: best x0 of one chain, chosen with the ground truth; not the method's output",
             }
-        return result
+        record = SolveRecord(
+            method="dds2m",
+            nfe=n_updates,
+            slice_evaluations=n_updates,  # one cube: every VS2M forward pass is one evaluation
+            seconds=seconds,
+            steps=self.num_steps,
+            seed=self.seed,
+            settings=self.settings(),
+            extra=extra,
+        )
+        return DDS2MResult(cube, record, **oracle)
 
-    def _chain(self, d: _ChainData, cfg: VS2MConfig, seed: int, bar) -> _ChainOutput:
-        """One DDS2M chain (network, optimiser and noise seeded with ``seed``; see the module docstring)."""
+    def _chain(
+        self, d: _ChainData, cfg: VS2MConfig, seed: int, bar, chain: int = 0, nfe_before: int = 0
+    ) -> _ChainOutput:
+        """One DDS2M chain (network, optimiser and noise seeded with ``seed``; see the module docstring).
+
+        ``chain`` and ``nfe_before`` (VS2M forwards of the earlier chains) only feed ``on_step``'s info."""
         device, shape, op, dt = d.s.device, d.shape, d.op, torch.float32
         h, w, b = shape
         s, observed, s_safe, sigma0 = d.s, d.observed, d.s_safe, d.sigma0
@@ -616,7 +694,7 @@ class DDS2M:
                 if (it - self.start_point) % 50 == 0 or it == self.num_steps:
                     res.losses.append(loss.detach())
                 if d.ground_truth is not None:
-                    score = mpsnr_torch(avg, d.ground_truth)
+                    score = mpsnr_tensor(avg, d.ground_truth, mse_floor=ORACLE_MSE_FLOOR)
                     better = score > res.oracle_val
                     prev_best = res.oracle_cube
                     res.oracle_cube = (
@@ -626,7 +704,7 @@ class DDS2M:
                     res.oracle_val = torch.maximum(score, res.oracle_val)
                     res.history.append(score)
                 if self.on_step is not None:
-                    self.on_step(it, t, avg)
+                    self.on_step(it - 1, avg, {"t": t, "nfe": nfe_before + res.n_updates, "chain": chain})
                 res.t_net += time.perf_counter() - t0
                 res.cpu_net += time.process_time() - c0
             else:

@@ -1,4 +1,5 @@
-"""Tuned default settings of the classical CT baselines, with the scale rule that makes them portable.
+"""Tuned default settings of the classical CT baselines, with the scale rule that makes them portable, and
+the demo's diffusion-solver settings (:func:`demo_diffusion_settings`).
 
 ADMM-TV solves min_x ½‖A x − y‖² + λ Σ_a ‖D_a x‖₁. When the image (and so y) is multiplied by c the
 minimiser scales by c only if λ does too, so the defaults store a *relative* weight λ_rel and use
@@ -76,3 +77,38 @@ DEMO_DIFFUSION = {
     # consistency and most of the cross-slice coupling's benefit without the lag
     "diffusion_mbir": {"steps": 100, "lam_mult": 1e-3, "rho_mult": 1e-3},
 }
+
+# The paper's CT (λ, ρ) of both diffusion solvers for the reference π/(2N)-scaled back-projector
+# (sparse view; `DDS.paper_ct` / `DiffusionMBIR.paper_ct` start from the same values).
+PAPER_CT_LAM_RHO = {"dds": (0.04, 10.0), "diffusion_mbir": (0.04, 10.0)}
+
+
+def demo_diffusion_settings(method: str, n_views: int, steps: int | None = None) -> dict:
+    """Keyword arguments of ``paper_ct`` for the demo's DDS / DiffusionMBIR (sparse-view CT).
+
+    λ and ρ are the paper's values (:data:`PAPER_CT_LAM_RHO`) rescaled for the exact adjoint
+    (:func:`~diffrecon.recon.diffusion.backprojection.exact_equivalent`, as ``paper_ct`` does) and
+    multiplied by :data:`DEMO_DIFFUSION`'s ``lam_mult`` / ``rho_mult``; the other entries of
+    :data:`DEMO_DIFFUSION` (``steps``) override the paper's settings.
+
+    Args:
+        method: ``"dds"`` or ``"diffusion_mbir"``.
+        n_views: projection count of the sparse-view acquisition.
+        steps: override the step count (``None``: the demo's).
+
+    Returns:
+        e.g. ``{"steps": 50, "lam": …, "rho": …}``; use as
+        ``DDS.paper_ct(prior, n_views=n_views, **demo_diffusion_settings("dds", n_views))``.
+    """
+    from .diffusion.backprojection import exact_equivalent
+
+    if method not in DEMO_DIFFUSION:
+        raise ValueError(
+            f"demo_diffusion_settings: method must be one of {sorted(DEMO_DIFFUSION)}, found {method!r}"
+        )
+    cfg = dict(DEMO_DIFFUSION[method])
+    lam, rho = exact_equivalent(*PAPER_CT_LAM_RHO[method], int(n_views))
+    out = {"lam": lam * cfg.pop("lam_mult"), "rho": rho * cfg.pop("rho_mult"), **cfg}
+    if steps is not None:
+        out["steps"] = int(steps)
+    return out

@@ -23,7 +23,7 @@ Multi-GPU, one node (``torchrun`` sets the rank environment)::
 with ``my_recon.py``::
 
     import os, torch, torch.distributed as dist
-    from diffrecon.recon.dds import DDS
+    from diffrecon.recon import DDS
     from diffrecon.recon.distributed import solve_sharded
 
     dist.init_process_group("nccl")
@@ -46,7 +46,7 @@ import torch
 from ..errors import InputDataError
 from ..operators.base import LinearOperator
 from ..operators.slicewise import SliceWise
-from .sampler import DiffusionSolver, LocalComm, Reconstruction
+from .diffusion import DiffusionSolver, LocalComm, Reconstruction
 
 Tensor = torch.Tensor
 
@@ -97,12 +97,15 @@ class DistComm(LocalComm):
         self.dist.all_reduce(out, group=self.group)
         return out
 
-    def edges(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mine = torch.stack([x[0], x[-1]]).contiguous()
+    def edges(self, x: Tensor, axis: int = 0) -> tuple[Tensor, Tensor]:
+        """The neighbours' boundary entries along ``axis``: ``(previous rank's last, next rank's first)``,
+        each of size 1 on ``axis``; ranks 0 and W−1 are neighbours (periodic wrap)."""
+        n = x.shape[axis]
+        mine = torch.cat([x.narrow(axis, 0, 1), x.narrow(axis, n - 1, 1)], dim=axis).contiguous()
         parts = [torch.empty_like(mine) for _ in range(self.world_size)]
         self.dist.all_gather(parts, mine, group=self.group)
-        prev_last = parts[(self.rank - 1) % self.world_size][1]
-        next_first = parts[(self.rank + 1) % self.world_size][0]
+        prev_last = parts[(self.rank - 1) % self.world_size].narrow(axis, 1, 1)
+        next_first = parts[(self.rank + 1) % self.world_size].narrow(axis, 0, 1)
         return prev_last, next_first
 
     def gather(self, x: Tensor, axis: int = 0) -> Tensor:
@@ -130,7 +133,7 @@ def solve_sharded(
     """Run ``solver`` on this rank's block of slices; call it on every rank with the same arguments.
 
     Args:
-        solver: a :class:`~diffrecon.recon.sampler.DiffusionSolver` (DDS, DiffusionMBIR, DPS), built
+        solver: a :class:`~diffrecon.recon.diffusion.DiffusionSolver` (DDS, DiffusionMBIR, DPS), built
             identically on every rank (same seed and settings).
         y: the *whole* volume's measurements ``(D, …)`` (slice index first, as ``SliceWise`` returns them).
         operator: the ``SliceWise`` volume operator.
@@ -139,7 +142,7 @@ def solve_sharded(
         **solve_kwargs: passed to ``solver.solve`` (``save_state``/``resume`` paths should differ per rank).
 
     Returns:
-        :class:`~diffrecon.recon.sampler.Reconstruction`; ``record.slice_evaluations`` counts all ranks.
+        :class:`~diffrecon.recon.diffusion.Reconstruction`; ``record.slice_evaluations`` counts all ranks.
     """
     if not isinstance(operator, SliceWise):
         raise InputDataError(f"solve_sharded: expected a SliceWise operator, found {type(operator).__name__}")

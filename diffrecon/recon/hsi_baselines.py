@@ -6,7 +6,9 @@ r"""Classical hyperspectral restoration baselines, written here (no external sol
 
   (isotropic TV in (y, x), no coupling across bands), solved by the primal–dual hybrid gradient
   method of Chambolle & Pock for any :class:`~diffrecon.operators.hsi.SVDOperator` (denoising,
-  inpainting, super-resolution …). λ defaults to a rule in σ tuned once on a held-out cube.
+  inpainting, super-resolution …). λ defaults to a rule in σ tuned once on a held-out cube. The
+  discrete gradient is the Neumann :class:`~diffrecon.operators.elementary.FiniteDifference` along
+  y and x (forward differences, the last one along each axis zero) and its exact adjoint.
 * :func:`subspace_denoise` — a **FastHyDe-style subspace denoiser** (Zhuang & Bioucas-Dias 2018):
   project the cube onto its k leading spectral eigenvectors (k from the noise level by the
   Marchenko–Pastur edge, or given), denoise each eigen-image with a 2-D denoiser (non-local
@@ -29,6 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import InputDataError
+from ..operators.elementary import FiniteDifference
 from ..operators.hsi import (
     Denoising,
     Inpainting,
@@ -36,8 +39,8 @@ from ..operators.hsi import (
     SVDOperator,
     check_cube,
     check_sigma,
-    estimate_sigma,
 )
+from ..operators.noise import estimate_sigma
 
 Tensor = torch.Tensor
 
@@ -61,27 +64,20 @@ def tv_weight_rule(sigma: float, task: str = "denoise") -> float:
     return factor * float(sigma)
 
 
+# spatial forward differences of band images (..., H, W, B) along y and x; Neumann boundary (the
+# last difference along each axis is 0), the usual discrete gradient of TV
+_SPATIAL_DIFFERENCES = (FiniteDifference(-3, "neumann"), FiniteDifference(-2, "neumann"))
+
+
 def _grad(x: Tensor) -> Tensor:
-    """Forward differences of band images x (..., H, W, B) → (..., 2, H, W, B), Neumann boundary."""
-    gy = torch.zeros_like(x)
-    gx = torch.zeros_like(x)
-    gy[..., :-1, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
-    gx[..., :, :-1, :] = x[..., :, 1:, :] - x[..., :, :-1, :]
-    return torch.stack([gy, gx], dim=-4)
+    """Discrete gradient ∇ of band images x (..., H, W, B) → (..., 2, H, W, B) (y then x)."""
+    return torch.stack([d(x) for d in _SPATIAL_DIFFERENCES], dim=-4)
 
 
-def _div(p: Tensor) -> Tensor:
-    """Negative adjoint of :func:`_grad`."""
-    py, px = p[..., 0, :, :, :], p[..., 1, :, :, :]
-    dy = torch.zeros_like(py)
-    dx = torch.zeros_like(px)
-    dy[..., 0, :, :] = py[..., 0, :, :]
-    dy[..., 1:-1, :, :] = py[..., 1:-1, :, :] - py[..., :-2, :, :]
-    dy[..., -1, :, :] = -py[..., -2, :, :]
-    dx[..., :, 0, :] = px[..., :, 0, :]
-    dx[..., :, 1:-1, :] = px[..., :, 1:-1, :] - px[..., :, :-2, :]
-    dx[..., :, -1, :] = -px[..., :, -2, :]
-    return dy + dx
+def _grad_adjoint(p: Tensor) -> Tensor:
+    """∇ᵀ p for p (..., 2, H, W, B): the exact adjoint of :func:`_grad` (minus the divergence)."""
+    dy, dx = _SPATIAL_DIFFERENCES
+    return dy.adjoint(p[..., 0, :, :, :]) + dx.adjoint(p[..., 1, :, :, :])
 
 
 def tv_restore(
@@ -140,7 +136,7 @@ def tv_restore(
         p = p + sig * _grad(xbar)
         nrm = torch.sqrt((p**2).sum(0, keepdim=True)).clamp_min(lam) / lam
         p = p / nrm
-        x_new = x - tau * (op.adjoint(q) - _div(p))
+        x_new = x - tau * (op.adjoint(q) + _grad_adjoint(p))
         xbar = 2 * x_new - x
         x = x_new
     return x.clamp(0, 1)

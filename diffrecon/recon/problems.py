@@ -1,7 +1,16 @@
 """The volume inverse problems of the DiffusionMBIR/DDS evaluation, all through ``SliceWise`` operators.
 
-Each builder takes a ground-truth volume ``(D, H, W)`` in [0, 1] (slices along ``slice_axis``, axial = 0
-for diffrecon's ``(z, y, x)`` volumes), simulates measurements and returns a :class:`Problem`:
+Two layers, so an operator never needs data and data is simulated in one place per modality:
+
+* **operators** — :func:`ct_operator` / :func:`mri_operator` build the ``SliceWise`` forward model
+  (with its geometry, or its coil maps and mask) from a plane shape and the acquisition settings;
+  :func:`problem_operator` does it from a problem's keyword arguments (what
+  :class:`diffrecon.monai.ProblemSpec` stores);
+* **problems** — :func:`ct_problem` / :func:`mri_problem` build that operator for a ground-truth volume
+  ``(D, H, W)`` in [0, 1] (slices along ``slice_axis``, axial = 0 for diffrecon's ``(z, y, x)`` volumes)
+  and measure it with the one simulation of the modality,
+  :func:`~diffrecon.datasets.ct_simulation.simulate_ct` or
+  :func:`~diffrecon.datasets.mri_simulation.simulate_mri`, returning a :class:`Problem`:
 
 ================  ==================================================================================
 name              acquisition
@@ -16,20 +25,20 @@ name              acquisition
 
 MRI problems use 8 birdcage coil maps shared by all slices (Σ_c |S_c|² = 1), a real image domain
 (``real_input=True``: the priors are real-valued magnitude priors, as in DiffusionMBIR) and the
-orthonormal centred FFT of :mod:`diffrecon.operators.mri`; noise is complex Gaussian with
-``snr_db`` (``None`` = noiseless). CT noise is white Gaussian with σ = ``noise`` × max |y|.
+orthonormal centred FFT of :mod:`diffrecon.operators.mri`; the mask is seeded with ``seed``. Noise is
+complex Gaussian at ``snr_db`` (``None`` = noiseless) with SNR_dB = 10·log10(P/σ²), P the mean
+|F₂(S_c x)|² over slices, coils and *all* k-space points (see :mod:`diffrecon.datasets.mri_simulation`),
+drawn from ``seed + 1``. CT noise is white Gaussian with σ = ``noise`` × max |y|, drawn from ``seed``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
 from ..errors import InputDataError
-from ..operators.base import LinearOperator
-from ..operators.slicewise import SliceWise
+from ..operators import LinearOperator, SliceWise
 from .validation import check_finite
 
 Tensor = torch.Tensor
@@ -75,6 +84,111 @@ def _volume(volume, slice_axis: int) -> Tensor:
     return v
 
 
+def _plane(shape, slice_axis: int) -> tuple[int, int]:
+    return tuple(int(s) for i, s in enumerate(shape) if i != slice_axis)
+
+
+def _ct_geometry(plane_shape, n_views, beam, limited_angle_degrees, arc_degrees=None, n_detectors=None):
+    from ..datasets.ct_simulation import make_geometry
+
+    return make_geometry(
+        tuple(int(s) for s in plane_shape),
+        beam,
+        None if limited_angle_degrees else n_views,
+        limited_angle_degrees=limited_angle_degrees,
+        arc_degrees=arc_degrees,
+        n_detectors=n_detectors,
+    )
+
+
+def ct_operator(
+    plane_shape,
+    n_views: int = 8,
+    beam: str = "parallel",
+    limited_angle_degrees: float | None = None,
+    slice_axis: int = 0,
+    n_slices: int | None = None,
+    arc_degrees: float | None = None,
+    n_detectors: int | None = None,
+) -> SliceWise:
+    """The CT volume operator for slices of ``plane_shape`` (no data needed).
+
+    Args:
+        plane_shape: ``(H, W)`` of one slice.
+        n_views: projection count, uniform over ``arc_degrees`` (default 180° parallel, 360° fan).
+        beam: ``"parallel"`` or ``"fan"`` (see :func:`~diffrecon.datasets.ct_simulation.make_geometry`).
+        limited_angle_degrees: the limited-angle wedge at 1° steps (overrides ``n_views``).
+        slice_axis: volume axis of the slices.
+        n_slices: fix the domain's slice count (``None``: any).
+        arc_degrees, n_detectors: geometry overrides (default: the make_geometry defaults).
+
+    Returns:
+        ``SliceWise`` around the 2-D projector; the geometry is ``op.op2d.geometry``.
+    """
+    from ..datasets.ct_simulation import ct_volume_operator
+
+    geom = _ct_geometry(plane_shape, n_views, beam, limited_angle_degrees, arc_degrees, n_detectors)
+    return ct_volume_operator(geom, slice_axis, n_slices)
+
+
+def mri_operator(
+    plane_shape,
+    acceleration: float = 4.0,
+    mask: str = "uniform1d",
+    center_fraction: float = 0.08,
+    calib: int | None = None,
+    n_coils: int = 8,
+    seed: int = 0,
+    slice_axis: int = 0,
+    n_slices: int | None = None,
+) -> SliceWise:
+    """The multi-coil MRI volume operator of the MRI problems for slices of ``plane_shape`` (no data needed).
+
+    Args:
+        plane_shape: ``(H, W)`` of one slice (the k-space grid).
+        acceleration, mask, center_fraction: sampling, one mask for all slices
+            (:func:`~diffrecon.datasets.mri_simulation.make_mask`, seeded with ``seed``).
+        calib: calibration box side of ``poisson2d`` (default max(2, min(24, min(H, W) // 4))).
+        n_coils: birdcage coils, 2-D maps shared by all slices (Σ_c |S_c|² = 1).
+        seed: mask seed.
+        slice_axis: volume axis of the slices.
+        n_slices: fix the domain's slice count (``None``: any).
+
+    Returns:
+        ``SliceWise(MultiCoilMRI(maps, mask, real_input=True))``; maps and mask are ``op.op2d.maps`` and
+        ``op.op2d.mask``, the realised acceleration ``op.op2d.acceleration``.
+    """
+    from ..datasets.mri_simulation import make_mask
+    from ..operators import MultiCoilMRI, birdcage_maps
+
+    plane = tuple(int(s) for s in plane_shape)
+    if calib is None:
+        calib = max(2, min(24, min(plane) // 4))
+    maps = birdcage_maps((int(n_coils), *plane))
+    m = make_mask(mask, plane, acceleration, center_fraction, calib, seed)
+    return SliceWise(MultiCoilMRI(maps, m.mask, real_input=True), axis=slice_axis, n_slices=n_slices)
+
+
+# problem keyword arguments that only set the noise (everything else describes the acquisition);
+# the MRI seed also seeds the mask, so it stays
+_NOISE_ONLY = {"ct": ("noise", "seed"), "mri": ("snr_db",)}
+
+
+def problem_operator(
+    modality: str, plane_shape, slice_axis: int = 0, n_slices: int | None = None, **params
+) -> SliceWise:
+    """The operator :func:`ct_problem` / :func:`mri_problem` would build, without simulating anything.
+
+    ``params`` are those functions' keyword arguments (``n_views``, ``beam``, … or ``acceleration``,
+    ``mask``, …, ``seed``); the noise-only ones (CT ``noise``, ``seed``; MRI ``snr_db``) are ignored.
+    """
+    if modality not in _NOISE_ONLY:
+        raise InputDataError(f"problem_operator: modality must be 'ct' or 'mri', found {modality!r}")
+    kw = {k: v for k, v in params.items() if k not in _NOISE_ONLY[modality] and k != "name"}
+    build = ct_operator if modality == "ct" else mri_operator
+    return build(plane_shape, slice_axis=slice_axis, n_slices=n_slices, **kw)
+
+
 def ct_problem(
     volume,
     n_views: int = 8,
@@ -85,30 +199,22 @@ def ct_problem(
     slice_axis: int = 0,
     name: str | None = None,
 ) -> Problem:
-    """Sparse-view or limited-angle CT of every slice (see the module table)."""
-    from ..datasets.ct_simulation import make_geometry
-    from ..operators.ct import operator_from_geometry
+    """Sparse-view or limited-angle CT of every slice (see the module table): :func:`ct_operator`'s
+    geometry measured by :func:`~diffrecon.datasets.ct_simulation.simulate_ct`."""
+    from ..datasets.ct_simulation import simulate_ct
 
     v = _volume(volume, slice_axis)
-    plane = tuple(s for i, s in enumerate(v.shape) if i != slice_axis)
-    geom = make_geometry(
-        plane, beam, None if limited_angle_degrees else n_views, limited_angle_degrees=limited_angle_degrees
-    )
-    op = SliceWise(operator_from_geometry(geom), axis=slice_axis).to(v.device)
-    y = op(v).contiguous()
-    sigma = float(noise) * float(y.abs().max())
-    if sigma > 0:
-        g = torch.Generator().manual_seed(int(seed))
-        y = y + sigma * torch.randn(y.shape, generator=g, dtype=y.dtype).to(y.device)
+    geom = _ct_geometry(_plane(v.shape, slice_axis), n_views, beam, limited_angle_degrees)
+    sim = simulate_ct(v, geom, slice_axis=slice_axis, noise=noise, seed=seed)
     nv = geom.n_angles
     return Problem(
         name or f"ct-{'la' if limited_angle_degrees else 'sv'}{nv}",
-        y,
-        op,
+        sim.sinogram.contiguous(),
+        sim.operator,
         v,
         "ct",
         nv,
-        sigma,
+        sim.noise_sigma,
         {"geometry": geom.to_dict(), "beam": beam},
     )
 
@@ -125,34 +231,30 @@ def mri_problem(
     slice_axis: int = 0,
     name: str | None = None,
 ) -> Problem:
-    """Multi-coil Cartesian MRI of every slice with one mask for all slices (see the module table)."""
-    from ..datasets.mri_simulation import make_mask
-    from ..operators.mri import MultiCoilMRI, birdcage_maps
+    """Multi-coil Cartesian MRI of every slice with one mask for all slices (see the module table):
+    :func:`mri_operator` measured by :func:`~diffrecon.datasets.mri_simulation.simulate_mri`
+    (noise from ``seed + 1``)."""
+    from ..datasets.mri_simulation import simulate_mri
 
     v = _volume(volume, slice_axis)
-    plane = tuple(s for i, s in enumerate(v.shape) if i != slice_axis)
-    if calib is None:
-        calib = max(2, min(24, min(plane) // 4))
-    maps = birdcage_maps((int(n_coils), *plane))
-    m = make_mask(mask, plane, acceleration, center_fraction, calib, seed)
-    op = SliceWise(MultiCoilMRI(maps, m.mask, real_input=True), axis=slice_axis).to(v.device)
-    y = op(v)
-    sigma = 0.0
-    if snr_db is not None:
-        power = float((y.abs() ** 2).sum() / (m.mask.sum() * n_coils * v.shape[slice_axis]))
-        sigma = math.sqrt(power / 10 ** (float(snr_db) / 10))
-        g = torch.Generator().manual_seed(int(seed) + 1)
-        noise = torch.randn(y.shape, generator=g, dtype=torch.complex64).to(y.device) * sigma
-        y = (y + noise) * m.mask.to(y.device)
+    op = mri_operator(
+        _plane(v.shape, slice_axis), acceleration, mask, center_fraction, calib, n_coils, seed, slice_axis
+    ).to(v.device)
+    sim = simulate_mri(v, op, snr_db, seed=int(seed) + 1)
     return Problem(
         name or f"mri-{mask}{acceleration:g}",
-        y,
+        sim.kspace,
         op,
         v,
         "mri",
         None,
-        sigma,
-        {"mask": mask, "acceleration": float(m.acceleration), "n_coils": int(n_coils)},
+        sim.noise_std,
+        {
+            "mask": mask,
+            "acceleration": float(op.op2d.acceleration),
+            "n_coils": int(n_coils),
+            "snr_db": sim.snr_db,
+        },
     )
 
 

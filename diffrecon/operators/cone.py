@@ -39,9 +39,16 @@ _DEFAULT_CHUNK_SAMPLES = 1 << 22
 class ConeBeam3D(LinearOperator):
     """Cone-beam CT on a circular orbit about z with a flat detector: volume → projections.
 
+    Geometry (module docstring and :class:`~diffrecon.operators.geometry.ConeGeometry`): at view θ the
+    source is at S·(sin θ, −cos θ, 0), the flat detector is perpendicular to the central ray at
+    distance D beyond the rotation axis (z), its columns along (cos θ, sin θ, 0) and rows along z, both
+    centred on the central ray; each measurement is the line integral p(θ, r, c) of the volume from
+    the source to the centre of detector pixel (r, c).
+
     Shapes: ``(..., D, H, W)`` → ``(..., n_angles, det_rows, det_cols)``; any leading dimensions are
-    batch dimensions. Units: lengths in voxels, angles in radians; a volume of ones gives the
-    intersection length of each ray with the volume box (in voxels).
+    batch dimensions. Units: lengths (S, D, detector pitch, ray lengths) in voxels, angles in radians;
+    a volume of ones gives the intersection length of each ray with the volume box (in voxels), so the
+    projections are in (volume units) × voxels.
 
     **torch backend** (default on CPU; used by the conformance suite). A Joseph-style ray-driven
     projector: each ray is split into the unit-spaced planes of its dominant axis (x or y; for an
@@ -76,7 +83,7 @@ class ConeBeam3D(LinearOperator):
     Example::
 
         >>> import math, torch
-        >>> from diffrecon.operators._cone import ConeBeam3D
+        >>> from diffrecon.operators import ConeBeam3D
         >>> A = ConeBeam3D((16, 32, 32), torch.linspace(0, 2 * math.pi, 60)[:-1], 200.0, 100.0, (24, 64))
         >>> A(torch.ones(16, 32, 32)).shape
         torch.Size([59, 24, 64])

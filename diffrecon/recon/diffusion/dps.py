@@ -18,26 +18,39 @@ with the 2-D operator, so back-propagation stays chunk-sized). NFE = ``steps`` (
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
-from ..errors import InputDataError
-from .sampler import Context, DiffusionSolver
+from ...errors import InputDataError
+from .skeleton import DiffusionSolver, SolveContext
+from .state import SolverState
 
 Tensor = torch.Tensor
 
 
-class DPS(DiffusionSolver):
+@dataclasses.dataclass
+class DPSState(SolverState):
+    """DPS loop state: the model-space iterate ``x_t`` and the last Tweedie estimate ``x0``."""
+
+    x_t: Tensor
+
+
+class DPS(DiffusionSolver[DPSState]):
     """Per-slice DPS (module docstring).
 
     Args:
-        prior: 2-D VP (or VE) :class:`~diffrecon.priors.prior.DiffusionPrior`.
+        prior (Prior): 2-D VP (or VE) :class:`~diffrecon.priors.prior.DiffusionPrior`.
         steps: sampler steps (paper 1000).
         zeta: step size ζ of the residual-norm gradient.
         eta: DDIM η (1 = ancestral).
-        seed, chunk_size, image_scale, progress, on_step: see
-            :class:`~diffrecon.recon.sampler.DiffusionSolver`.
+        seed: seed of the solver's generator.
+        chunk_size: slices per network call (bounds memory).
+        image_scale: image value corresponding to the top of the prior's data range.
+        progress: show a tqdm progress bar.
+        on_step: ``on_step(i, x, info)`` after each step; see
+            :class:`~diffrecon.recon.diffusion.DiffusionSolver`.
     """
 
     method = "dps"
@@ -75,53 +88,30 @@ class DPS(DiffusionSolver):
         s.update(zeta=self.zeta, eta=self.eta)
         return s
 
-    def _timesteps(self) -> Tensor:
+    def timesteps(self) -> Tensor:
         return self.prior.schedule.ddim_timesteps(self.steps)
 
-    def _init(self, ctx: Context) -> dict[str, Tensor]:
-        if ctx.op.op2d is None:
+    def init_state(self, ctx: SolveContext) -> DPSState:
+        if ctx.op2d is None:
             raise InputDataError(
                 "DPS: expected a SliceWise operator (the per-slice residual needs the 2-D operator)"
             )
         a, s = self.alpha_sigma(ctx.timesteps[0])
         x = math.sqrt(a * a + s * s) * self.randn(ctx)
-        return {"x_t": x, "x0": torch.zeros_like(x)}
+        return DPSState(x0=torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device), x_t=x)
 
-    def _guided_predict(self, x_t: Tensor, t: float, ctx: Context):
-        """Chunked network call with the gradient of Σ_k ‖y_k − A x̂0_k‖ w.r.t. x_t."""
-        op2d = ctx.op.op2d
-        zs, es, gs = [], [], []
-        start = 0
-        for chunk in torch.split(x_t, self.chunk_size, dim=0):
-            n = chunk.shape[0]
-            with torch.enable_grad():
-                xc = chunk.detach().requires_grad_(True)
-                tt = torch.full((n,), float(t), device=chunk.device)
-                if ctx.extra.get("discrete_t"):
-                    tt = tt.round().long()
-                z0, eps = self.prior.predict(xc.unsqueeze(1), tt)
-                z0, eps = z0[:, 0], eps[:, 0]
-                r = ctx.y[start : start + n] - op2d(self.to_image(z0))
-                norms = (r.abs() if r.is_complex() else r).flatten(1).norm(dim=1)
-                (grad,) = torch.autograd.grad(norms.sum(), xc)
-            zs.append(z0.detach())
-            es.append(eps.detach())
-            gs.append(grad)
-            start += n
-        self._nfe += 1
-        self._slice_evals += x_t.shape[0]
-        return torch.cat(zs), torch.cat(es), torch.cat(gs)
+    def residual_norms(self, z0: Tensor, rows: slice, ctx: SolveContext) -> Tensor:
+        """Σ_k ‖y_k − A x̂0_k‖ over the chunk's slices (the guidance loss; differentiable in ``z0``)."""
+        r = ctx.y[rows] - ctx.op2d(self.to_image(z0))
+        return (r.abs() if r.is_complex() else r).flatten(1).norm(dim=1).sum()
 
-    def _step(self, i: int, state: dict[str, Tensor], ctx: Context) -> dict[str, Tensor]:
-        t = float(ctx.timesteps[i])
-        z0, eps, grad = self._guided_predict(state["x_t"], t, ctx)
+    def step(self, i: int, state: DPSState, ctx: SolveContext) -> DPSState:
+        t, t_next = self.time_pair(i, ctx)
+        z0, eps, grad = self.predict(
+            state.x_t, t, ctx, guidance=lambda z, rows: self.residual_norms(z, rows, ctx)
+        )
         x0 = self.to_image(z0)
-        if i + 1 == len(ctx.timesteps):
-            return {"x_t": state["x_t"], "x0": x0}
-        a, s = self.alpha_sigma(t)
-        a2, s2 = self.alpha_sigma(float(ctx.timesteps[i + 1]))
-        sig = self.eta * (s2 / s) * math.sqrt(max(0.0, 1.0 - (a * a) / (a2 * a2)))
-        x = a2 * z0 + math.sqrt(max(0.0, s2 * s2 - sig * sig)) * eps
-        if sig > 0:
-            x = x + sig * self.randn(ctx)
-        return {"x_t": x - self.zeta * grad, "x0": x0}
+        if t_next is None:
+            return dataclasses.replace(state, x0=x0)
+        x = self.ddim_step(z0, eps, t, t_next, self.eta, ctx)
+        return DPSState(x0=x0, x_t=x - self.zeta * grad)

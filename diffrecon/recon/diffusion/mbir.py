@@ -46,36 +46,44 @@ follow the method as written rather than its implementation accidents:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
 
-from ..errors import InputDataError
-from .sampler import (
-    BACKPROJECTORS,
-    Context,
-    DiffusionSolver,
-    SharedADMMTV,
-    exact_equivalent,
-    final_data_consistency,
-    reference_data_weight,
-    resolve_axes,
-)
+from ...errors import InputDataError
+from ..classical import ADMMTV
+from .backprojection import BACKPROJECTORS, exact_equivalent, final_data_consistency, reference_data_weight
+from .skeleton import DiffusionSolver, SolveContext, resolve_axes
+from .state import SolverState
 
 Tensor = torch.Tensor
 
 
-class DiffusionMBIR(DiffusionSolver):
+@dataclasses.dataclass
+class MBIRState(SolverState):
+    """DiffusionMBIR loop state.
+
+    Attributes:
+        x: model-space iterate ``(S, *state_shape)`` after the last predictor–corrector–DC step.
+        admm: ADMM-TV state; its split variables are shared across all steps.
+    """
+
+    x: Tensor
+    admm: ADMMTV
+
+
+class DiffusionMBIR(DiffusionSolver[MBIRState]):
     """DiffusionMBIR predictor–corrector sampler with ADMM-TV across slices (module docstring: the math).
 
     Args:
-        prior: 2-D :class:`~diffrecon.priors.prior.DiffusionPrior`, VE (as in the paper) or VP.
+        prior (Prior): 2-D :class:`~diffrecon.priors.prior.DiffusionPrior`, VE (as in the paper) or VP.
         steps: predictor–corrector steps N (paper 2000).
         snr: Langevin signal-to-noise ratio (paper 0.16).
         n_corrector: Langevin steps per predictor step (paper 1; 0 = predictor only).
-        lam, rho: TV weight λ and ADMM penalty ρ for ``backprojector``'s adjoint (image units of the
-            prior's data range).
+        lam: TV weight λ for ``backprojector``'s adjoint (image units of the prior's data range).
+        rho: ADMM penalty ρ (same units as ``lam``).
         cg_iter: CG steps per ADMM x-update (paper 1).
         tv_axes: ``("z",)`` (paper), ``"all"`` or any of ``"z","y","x"``.
         boundary: ``"periodic"`` (reference) or ``"neumann"``.
@@ -84,8 +92,12 @@ class DiffusionMBIR(DiffusionSolver):
         backprojector: ``"exact"`` or ``"reference"`` (π/(2N)·Aᵀ; CT only).
         vp_variance: VP predictor noise: ``"beta"`` (β, score-SDE's ancestral sampler) or ``"posterior"``
             (β̃ = β(1 − ᾱ_{t'})/(1 − ᾱ_t), the exact DDPM posterior variance, less noise on coarse grids).
-        seed, chunk_size, image_scale, progress, on_step: see
-            :class:`~diffrecon.recon.sampler.DiffusionSolver`.
+        seed: seed of the solver's generator.
+        chunk_size: slices per network call (bounds memory).
+        image_scale: image value corresponding to the top of the prior's data range.
+        progress: show a tqdm progress bar.
+        on_step: ``on_step(i, x, info)`` after each step; see
+            :class:`~diffrecon.recon.diffusion.DiffusionSolver`.
     """
 
     method = "diffusion_mbir"
@@ -146,9 +158,7 @@ class DiffusionMBIR(DiffusionSolver):
                 f"DiffusionMBIR: vp_variance must be 'beta' or 'posterior', found {vp_variance!r}"
             )
         self.vp_variance = vp_variance
-        SharedADMMTV(
-            torch.zeros(2, 1, 1), lambda v: v, self.lam, self.rho, self.tv_axes, boundary, self.cg_iter
-        )
+        ADMMTV.check_settings(self.lam, self.rho, self.cg_iter, boundary)
 
     # -- presets --------------------------------------------------------------------------------
     @classmethod
@@ -158,7 +168,7 @@ class DiffusionMBIR(DiffusionSolver):
         λ = 0.04, ρ = 10 for the π/(2N)-scaled back-projector, closing back-projection step.
 
         ``backprojector="exact"`` (default) rescales λ, ρ by 2N/π (identical iterates, see
-        :func:`~diffrecon.recon.sampler.exact_equivalent`); ``"reference"`` keeps 0.04 / 10 and scales
+        :func:`~diffrecon.recon.diffusion.exact_equivalent`); ``"reference"`` keeps 0.04 / 10 and scales
         the adjoint instead. ``steps`` may be lowered for CPU runs (say so when reporting).
         """
         lam, rho = 0.04, 10.0
@@ -222,7 +232,7 @@ class DiffusionMBIR(DiffusionSolver):
         return s
 
     # -- schedule helpers ----------------------------------------------------------------------
-    def _timesteps(self) -> Tensor:
+    def timesteps(self) -> Tensor:
         return self.prior.schedule.pc_timesteps(self.steps)
 
     def _abar(self, t: float | None) -> float:
@@ -242,48 +252,30 @@ class DiffusionMBIR(DiffusionSolver):
             return self._abar(t)
         return self._abar(t) / self._abar(t_prev)
 
-    def _score(self, x: Tensor, t: float, ctx: Context) -> Tensor:
-        _, eps = self.predict(x, t, ctx)
+    def _score(self, x: Tensor, t: float, ctx: SolveContext) -> Tensor:
+        _, eps, _ = self.predict(x, t, ctx)
         _, s = self.alpha_sigma(t)
         return -eps / s
 
-    def _mean_norm(self, v: Tensor, ctx: Context) -> Tensor:
+    def _mean_norm(self, v: Tensor, ctx: SolveContext) -> Tensor:
         per_slice = v.flatten(1).norm(dim=1).sum()
         return ctx.comm.sum(per_slice) / ctx.n_total
 
     # -- hooks ----------------------------------------------------------------------------------
-    def _init(self, ctx: Context) -> dict[str, Tensor]:
-        w = reference_data_weight(ctx.op) if self.backprojector == "reference" else 1.0
-        ctx.extra["w"] = w
-        ctx.extra["admm"] = SharedADMMTV(
-            ctx.extra["aty"] * w,
-            lambda v: w * ctx.op.normal(v),
-            self.lam,
-            self.rho,
-            self.tv_axes,
-            self.boundary,
-            self.cg_iter,
-            ctx.comm,
-        )
+    def init_state(self, ctx: SolveContext) -> MBIRState:
+        w = reference_data_weight(ctx.operator) if self.backprojector == "reference" else 1.0
+        admm = ADMMTV(ctx.y, ctx.op, self.lam, self.rho, self.tv_axes, boundary=self.boundary,
+                      cg_iter=self.cg_iter, comm=ctx.comm, data_weight=w)
         a, s = self.alpha_sigma(ctx.timesteps[0])
         x = math.sqrt(a * a + s * s) * self.randn(ctx)
-        return {"x": x, "x0": torch.zeros_like(x)}
+        return MBIRState(x0=torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device), x=x, admm=admm)
 
-    def _dc_state(self, ctx):
-        return ctx.extra["admm"].state_dict()
-
-    def _load_dc_state(self, ctx, state):
-        ctx.extra["admm"].load_state_dict(state)
-
-    def _estimate(self, state, ctx):
-        return state["x0"]
-
-    def _step(self, i: int, state: dict[str, Tensor], ctx: Context) -> dict[str, Tensor]:
+    def step(self, i: int, state: MBIRState, ctx: SolveContext) -> MBIRState:
         ts = ctx.timesteps
         t = float(ts[i])
         last = i + 1 == len(ts)
         t_next = None if last else float(ts[i + 1])
-        x = state["x"]
+        x = state.x
         score = self._score(x, t, ctx)
         # predictor
         if self.kind == "ve":
@@ -319,11 +311,7 @@ class DiffusionMBIR(DiffusionSolver):
                 x = x + step * g + torch.sqrt(2.0 * step) * noise
         # data consistency on the image at its proper scale
         a = 1.0 if last else math.sqrt(self._abar(t_next))
-        img = ctx.extra["admm"].step(self.to_image(x / a))
-        if last and self.final_consistency:
-            w = ctx.extra["w"]  # the closing step is invariant to the back-projector's scale
-            img = final_data_consistency(img, ctx.y, ctx.op, ctx.comm) if w else img
-        return {"x": a * self.to_model(img), "x0": img}
-
-    def _finish(self, state, ctx):
-        return state["x0"]
+        img = state.admm.step(self.to_image(x / a))
+        if last and self.final_consistency:  # invariant to the back-projector's scale
+            img = final_data_consistency(img, ctx.y, ctx.op)
+        return dataclasses.replace(state, x=a * self.to_model(img), x0=img)

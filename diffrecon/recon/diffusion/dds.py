@@ -32,27 +32,23 @@ Deviations from the released code (HJ-harry/DDS, ``solver_3d.py``): the last-but
 t = 0 instead of returning early, so exactly ``steps`` network calls are used and the output is the
 corrected Tweedie estimate at t = 0; the initial :math:`x_T` is :math:`\sqrt{a_T^2+s_T^2}\,\xi` (= ξ for VP);
 inner products and TV differences are exact for sharded volumes; the exact adjoint is used by default,
-with λ and ρ rescaled (:func:`~diffrecon.recon.sampler.exact_equivalent`) so the published values transfer.
+with λ and ρ rescaled (:func:`~diffrecon.recon.diffusion.exact_equivalent`) so the published values transfer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
 
-from ..errors import InputDataError
-from .sampler import (
-    BACKPROJECTORS,
-    Context,
-    DiffusionSolver,
-    SharedADMMTV,
-    exact_equivalent,
-    global_cg,
-    reference_data_weight,
-    resolve_axes,
-)
+from ...errors import InputDataError
+from ...operators.linalg import conjugate_gradient
+from ..classical import ADMMTV
+from .backprojection import BACKPROJECTORS, exact_equivalent, reference_data_weight
+from .skeleton import DiffusionSolver, SolveContext, resolve_axes
+from .state import SolverState
 
 Tensor = torch.Tensor
 
@@ -60,11 +56,26 @@ MODES = ("3d", "2d")
 NOISE_MIXING = ("dds", "ddim")
 
 
-class DDS(DiffusionSolver):
+@dataclasses.dataclass
+class DDSState(SolverState):
+    """DDS loop state: the noisy iterate, the corrected estimate, and the data-consistency machinery.
+
+    Attributes:
+        x_t: model-space iterate ``(S, *state_shape)`` at the current time.
+        admm: the ADMM-TV state with its split variables shared across steps (3-D mode), else ``None``.
+        data_weight: w of the data term (π/(2N) for the reference back-projector, else 1).
+    """
+
+    x_t: Tensor
+    admm: ADMMTV | None
+    data_weight: float
+
+
+class DDS(DiffusionSolver[DDSState]):
     """Decomposed Diffusion Sampler for volumes (see the module docstring for the math).
 
     Args:
-        prior: 2-D :class:`~diffrecon.priors.prior.DiffusionPrior` (VP as in the paper; VE works too).
+        prior (Prior): 2-D :class:`~diffrecon.priors.prior.DiffusionPrior` (VP as in the paper; VE works too).
         steps: DDIM steps = NFE (paper/code: 50).
         eta: stochasticity η ∈ [0, 1] (code CT: 0.85).
         mode: ``"3d"`` (ADMM-TV across slices) or ``"2d"`` (per-slice CG, no TV).
@@ -80,8 +91,12 @@ class DDS(DiffusionSolver):
             its λ, ρ can be used unchanged).
         clip_x0: clamp Tweedie's estimate ẑ₀ to the prior's data range before the data
             consistency (guided-diffusion's ``clip_denoised``; not in the DDS paper, off by default).
-        seed, chunk_size, image_scale, progress, on_step: see
-            :class:`~diffrecon.recon.sampler.DiffusionSolver`.
+        seed: seed of the solver's generator.
+        chunk_size: slices per network call (bounds memory).
+        image_scale: image value corresponding to the top of the prior's data range.
+        progress: show a tqdm progress bar.
+        on_step: ``on_step(i, x, info)`` after each step; see
+            :class:`~diffrecon.recon.diffusion.DiffusionSolver`.
 
     Example::
 
@@ -143,7 +158,7 @@ class DDS(DiffusionSolver):
         self.noise_mixing, self.backprojector = noise_mixing, backprojector
         self.clip_x0 = bool(clip_x0)
         if mode == "3d":  # validate λ, ρ, boundary now rather than at solve time
-            SharedADMMTV(torch.zeros(2, 1, 1), lambda v: v, self.lam, self.rho, self.tv_axes, boundary, 1)
+            ADMMTV.check_settings(self.lam, self.rho, self.cg_iter, boundary)
 
     # -- presets --------------------------------------------------------------------------------
     @classmethod
@@ -155,7 +170,7 @@ class DDS(DiffusionSolver):
         50 DDIM steps, η = 0.85, one ADMM iteration with 5 CG steps per step, TV on z (periodic),
         σ_y = 0; λ = 0.04 (sparse view) or 0.4 (limited angle), ρ = 10 — values for the reference
         π/(2N)-scaled back-projector. With ``backprojector="exact"`` (default) they are rescaled by
-        2N/π (:func:`~diffrecon.recon.sampler.exact_equivalent`); ``n_views`` is the number of
+        2N/π (:func:`~diffrecon.recon.diffusion.exact_equivalent`); ``n_views`` is the number of
         projection angles (the limited-angle 90° wedge at 1° steps has 90).
         """
         lam, rho = (0.4 if limited_angle else 0.04), 10.0
@@ -226,73 +241,38 @@ class DDS(DiffusionSolver):
         return s
 
     # -- hooks ----------------------------------------------------------------------------------
-    def _timesteps(self) -> Tensor:
+    def timesteps(self) -> Tensor:
         return self.prior.schedule.ddim_timesteps(self.steps)
 
-    def _init(self, ctx: Context) -> dict[str, Tensor]:
-        w = reference_data_weight(ctx.op) if self.backprojector == "reference" else 1.0
-        ctx.extra["w"] = w
-        aty = ctx.extra["aty"] * w
-        ctx.extra["aty_w"] = aty
+    def init_state(self, ctx: SolveContext) -> DDSState:
+        w = reference_data_weight(ctx.operator) if self.backprojector == "reference" else 1.0
+        admm = None
         if self.mode == "3d":
-            ctx.extra["admm"] = SharedADMMTV(
-                aty,
-                lambda v: w * ctx.op.normal(v),
-                self.lam,
-                self.rho,
-                self.tv_axes,
-                self.boundary,
-                self.cg_iter,
-                ctx.comm,
-            )
+            admm = ADMMTV(ctx.y, ctx.op, self.lam, self.rho, self.tv_axes, boundary=self.boundary,
+                          cg_iter=self.cg_iter, comm=ctx.comm, data_weight=w)
         a, s = self.alpha_sigma(ctx.timesteps[0])
         x_t = math.sqrt(a * a + s * s) * self.randn(ctx)
-        return {"x_t": x_t, "x0": torch.zeros_like(x_t)}
+        return DDSState(x0=torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device), x_t=x_t, admm=admm,
+                        data_weight=w)
 
-    def _dc_state(self, ctx):
-        return ctx.extra["admm"].state_dict() if self.mode == "3d" else {}
-
-    def _load_dc_state(self, ctx, state):
-        if self.mode == "3d":
-            ctx.extra["admm"].load_state_dict(state)
-
-    def data_consistency(self, x0: Tensor, ctx: Context) -> Tensor:
-        """The DC update of a clean estimate (slice-first, prior data units)."""
-        if self.mode == "3d":
-            return ctx.extra["admm"].step(x0)
-        w, op, aty = ctx.extra["w"], ctx.op, ctx.extra["aty_w"]
-
-        def per_slice(a, b):
-            return (a * b).sum(dim=(-2, -1), keepdim=True)
-
+    def data_consistency(self, x0: Tensor, state: DDSState, ctx: SolveContext) -> Tensor:
+        """The DC update of a clean estimate (slice-first ``(S, H, W)``, prior data units)."""
+        if state.admm is not None:
+            return state.admm.step(x0)
+        w, op, aty = state.data_weight, ctx.op, ctx.aty * state.data_weight
         if self.sigma_y > 0:
             g = self.gamma
-            return global_cg(lambda v: v + g * w * op.normal(v), x0 + g * aty, x0, self.cg_iter, per_slice)
-        return global_cg(lambda v: w * op.normal(v), aty, x0, self.cg_iter, per_slice)
+            return conjugate_gradient(lambda v: v + g * w * op.normal(v), x0 + g * aty, x0=x0,
+                                      n_iter=self.cg_iter, n_dims=2)
+        return conjugate_gradient(lambda v: w * op.normal(v), aty, x0=x0, n_iter=self.cg_iter, n_dims=2)
 
-    def _model_range(self) -> tuple[float, float]:
-        """The prior's data range (``config["data_range"]``, default [0, 1]) in model space."""
-        lo, hi = getattr(self.prior, "config", {}).get("data_range", (0.0, 1.0))
-        a, b = (float(self.to_model(torch.tensor(float(v)))) for v in (lo, hi))
-        return min(a, b), max(a, b)
-
-    def _step(self, i: int, state: dict[str, Tensor], ctx: Context) -> dict[str, Tensor]:
-        t = float(ctx.timesteps[i])
-        z0, eps = self.predict(state["x_t"], t, ctx)
+    def step(self, i: int, state: DDSState, ctx: SolveContext) -> DDSState:
+        t, t_next = self.time_pair(i, ctx)
+        z0, eps, _ = self.predict(state.x_t, t, ctx)
         if self.clip_x0:
-            z0 = z0.clamp(*self._model_range())
-        x0 = self.data_consistency(self.to_image(z0), ctx)
-        if i + 1 == len(ctx.timesteps):
-            return {"x_t": state["x_t"], "x0": x0}
-        a, s = self.alpha_sigma(t)
-        a2, s2 = self.alpha_sigma(float(ctx.timesteps[i + 1]))
-        z0c = self.to_model(x0)
-        if self.noise_mixing == "dds":
-            c_noise, c_eps = s2 * self.eta, s2 * math.sqrt(max(0.0, 1.0 - self.eta**2))
-        else:
-            c_noise = self.eta * (s2 / s) * math.sqrt(max(0.0, 1.0 - (a * a) / (a2 * a2)))
-            c_eps = math.sqrt(max(0.0, s2 * s2 - c_noise * c_noise))
-        x_next = a2 * z0c + c_eps * eps
-        if c_noise > 0:
-            x_next = x_next + c_noise * self.randn(ctx)
-        return {"x_t": x_next, "x0": x0}
+            z0 = z0.clamp(*self.model_range())
+        x0 = self.data_consistency(self.to_image(z0), state, ctx)
+        if t_next is None:
+            return dataclasses.replace(state, x0=x0)
+        x_next = self.ddim_step(self.to_model(x0), eps, t, t_next, self.eta, ctx, mixing=self.noise_mixing)
+        return dataclasses.replace(state, x0=x0, x_t=x_next)
