@@ -166,8 +166,11 @@ class SimulateUndersampledMRId(_Simulate):
     Args:
         keys: volume key(s), ``(1, X, Y, Z)`` in [0, 1] (magnitude).
         output_key: where the k-space ``(1, D, C, H, W)`` (complex64) goes.
-        acceleration, mask, center_fraction, calib, n_coils: sampling and coils
-            (see :func:`~diffrecon.recon.problems.mri_problem`).
+        acceleration: target undersampling factor (sampled fraction ≈ 1/acceleration).
+        mask: mask family, one of :data:`~diffrecon.datasets.mri_simulation.MASKS`.
+        center_fraction: fully sampled central fraction of the phase-encode lines (1-D masks).
+        calib: calibration box side of ``poisson2d`` (see :func:`~diffrecon.recon.problems.mri_problem`).
+        n_coils: birdcage receive coils C.
         snr_db: SNR in dB, 10·log10(P/σ²) with P the mean |F S_c x|² over slices, coils and the full
             k-space grid (see :mod:`diffrecon.datasets.mri_simulation`); None = noiseless.
         seed: mask and noise seed.

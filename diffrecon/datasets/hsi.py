@@ -174,7 +174,8 @@ def sentinel2_cube(
     """The **real** 4-band Sentinel-2 10 m crop shipped with ``spyndex`` as a cube ``(y, x, band)``.
 
     Args:
-        height, width: optional crop size (default: the full 300×300).
+        height: optional crop height in pixels (default: the full 300).
+        width: optional crop width in pixels (default: the full 300).
         offset: top-left corner of the crop.
         normalize: divide by the crop's maximum so values lie in [0, 1] (reflectance otherwise).
     """
@@ -293,7 +294,9 @@ def semi_synthetic_cube(
 
     Args:
         source: ``"sentinel"`` (real Sentinel-2 spatial structure) or ``"natural"`` (photographs).
-        height, width, n_bands: cube size (any positive values; ≥ 64×64×31 for the benchmarks).
+        height: cube height H (any positive value; ≥ 64 for the benchmarks).
+        width: cube width W (≥ 64 for the benchmarks).
+        n_bands: band count B (≥ 31 for the benchmarks).
         wavelength_range: band centres are evenly spaced over this range in nm (within 400–2400).
         seed: picks the crop (and image); the same seed gives the same cube everywhere.
         nonlinear: bilinear (Fan model) interaction strength γ; 0 gives a linear mixture.

@@ -228,7 +228,10 @@ def simulate_multicoil(
     Args:
         volume: 3-D magnitude volume (any non-negative scale; it is divided by its maximum).
         n_coils: number of receive coils C.
-        acceleration, mask, center_fraction, calib: sampling (one mask for all slices).
+        acceleration: undersampling factor (sampled fraction ≈ 1/acceleration); one mask for all slices.
+        mask: mask family, one of :data:`~diffrecon.datasets.mri_simulation.MASKS`.
+        center_fraction: fully sampled central fraction of the phase-encode lines (1-D masks).
+        calib: calibration box side of ``poisson2d`` (default max(2, min(24, min(H, W) // 4))).
         snr_db: SNR in dB (the definition is in the module docstring; :func:`simulate_mri` adds the noise).
         phase: apply a smooth random phase (``max_phase`` radians at most).
         slice_axis: volume axis to slice along; slices become the leading axis S.

@@ -68,7 +68,8 @@ def from_monai(
         unet: the trained network (called as ``unet(x=x, timesteps=t)``).
         scheduler: its training scheduler; ``alphas_cumprod`` (T,) and ``prediction_type`` are used.
         image_shape: (C, H, W) of the training images (needed for sampling).
-        data_scale, data_shift: how images were mapped to the network's input range.
+        data_scale: images were mapped to the network's input range by ``data_scale·x + data_shift``.
+        data_shift: the shift of that map.
         architecture: ``{"type": "monai.DiffusionModelUNet", "kwargs": …}`` so the prior can be saved with
             :func:`~diffrecon.priors.save_prior` (the network is then stored unwrapped).
     """

@@ -39,7 +39,8 @@ class DiffusionPrior(nn.Module):
         schedule: a :class:`~diffrecon.priors.schedule.Schedule`.
         parameterisation: one of ``"eps"``, ``"x0"``, ``"v"``, ``"score"``.
         time_input: how times are fed to the network (see module docstring).
-        data_scale, data_shift: image→model-space affine map (``z = scale·x + shift``).
+        data_scale: scale of the image→model-space map ``z = data_scale·x + data_shift``.
+        data_shift: shift of that map.
         image_shape: (C, H, W) the network was trained on (checked by samplers/solvers).
         config: free-form metadata (architecture, training data, …) kept with the checkpoint.
 

@@ -120,7 +120,8 @@ def ct_operator(
         limited_angle_degrees: the limited-angle wedge at 1° steps (overrides ``n_views``).
         slice_axis: volume axis of the slices.
         n_slices: fix the domain's slice count (``None``: any).
-        arc_degrees, n_detectors: geometry overrides (default: the make_geometry defaults).
+        arc_degrees: angular range override (default: the make_geometry default).
+        n_detectors: detector bin count override (default: the make_geometry default).
 
     Returns:
         ``SliceWise`` around the 2-D projector; the geometry is ``op.op2d.geometry``.
@@ -146,8 +147,10 @@ def mri_operator(
 
     Args:
         plane_shape: ``(H, W)`` of one slice (the k-space grid).
-        acceleration, mask, center_fraction: sampling, one mask for all slices
+        acceleration: undersampling factor (sampled fraction ≈ 1/acceleration); one mask for all slices
             (:func:`~diffrecon.datasets.mri_simulation.make_mask`, seeded with ``seed``).
+        mask: mask family, one of :data:`~diffrecon.datasets.mri_simulation.MASKS`.
+        center_fraction: fully sampled central fraction of the phase-encode lines (1-D masks).
         calib: calibration box side of ``poisson2d`` (default max(2, min(24, min(H, W) // 4))).
         n_coils: birdcage coils, 2-D maps shared by all slices (Σ_c |S_c|² = 1).
         seed: mask seed.

@@ -203,7 +203,9 @@ class VS2M(nn.Module):
     """Rank-R spatio-spectral generator ``X = Σ_r S_r ⊗ E_r`` (see the module docstring).
 
     Args:
-        height, width, bands: cube size ``(H, W, B)``; any positive sizes (H, W ≥ 8 recommended).
+        height: cube height H (any positive size; ≥ 8 recommended).
+        width: cube width W (≥ 8 recommended).
+        bands: band count B.
         config: :class:`VS2MConfig` (:data:`PAPER` by default; :data:`LITE` for CPU); keyword
             overrides such as ``rank=6`` or ``depth=3`` may be given directly.
         generator: seeds the fixed network inputs (weights use the global torch RNG; seed it, or use

@@ -98,10 +98,16 @@ class DDS(DiffusionSolver[DDSState]):
         on_step: ``on_step(i, x, info)`` after each step; see
             :class:`~diffrecon.recon.diffusion.DiffusionSolver`.
 
-    Example::
+    Example (8-view CT of four 64² slices with the bundled prior)::
 
-        solver = DDS.paper_ct(prior, n_views=8)
-        x, record = solver(sinogram, SliceWise(ParallelBeam2D((64, 64), sparse_angles(8))))
+        >>> from diffrecon.datasets import sample_volume
+        >>> from diffrecon.priors import load
+        >>> from diffrecon.recon.problems import ct_problem
+        >>> problem = ct_problem(sample_volume()[0][:, :, 30:34].contiguous(), n_views=8, slice_axis=2)
+        >>> x, record = DDS.paper_ct(load("head-64"), n_views=8, steps=10, progress=False)(
+        ...     problem.y, problem.operator)
+        >>> x.shape, record.method, record.nfe, record.slice_evaluations
+        (torch.Size([64, 64, 4]), 'dds', 10, 40)
     """
 
     method = "dds"
@@ -199,12 +205,9 @@ class DDS(DiffusionSolver[DDSState]):
         ρ = 0.01 (it transfers unchanged to :class:`~diffrecon.operators.mri.MultiCoilMRI`'s orthonormal FFT:
         the reference's unnormalised FFT and its 1/n-scaled inverse cancel in ½‖Ax − y‖²) with
         λ = 5·10⁻⁵, i.e. a shrink threshold λ/ρ = 0.005 like the CT setting's 0.004. DiffusionMBIR's own
-        λ = 0.005 (threshold 0.5) belongs to its 2000 small steps; with DDS's 50 steps the dual variable
-        accumulates and it costs 6 dB on the 4× head problem (mri-u4; the probe is in
-        ``docs/diffusion-mbir-dds.md``:
-        λ = 0.005 → 29.5 / 30.5 / 30.4 dB, 5·10⁻⁵ → 35.9 / 36.5 / 36.0, 5·10⁻⁶ → 35.5 / 36.1 / 35.6;
-        pass ``lam=0.005`` for the borrowed value). ``mode="2d"`` is the released multi-coil script
-        (per slice, σ_y = 0.01, (I + γAᵀA) with γ = 1).
+        λ = 0.005 belongs to its 2000 small steps; with DDS's 50 steps it loses several dB (the probe is on
+        the MBIR benchmark page; pass ``lam=0.005`` for the borrowed value). ``mode="2d"`` is the released
+        multi-coil script (per slice, σ_y = 0.01, (I + γAᵀA) with γ = 1).
         """
         params = dict(steps=50, eta=0.5, mode=mode, cg_iter=5, noise_mixing="dds", backprojector="exact")
         if mode == "3d":
