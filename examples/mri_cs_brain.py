@@ -1,9 +1,9 @@
 """Compressed-sensing MRI of a real 3-D brain volume: zero-filled vs CG-SENSE vs TV-SENSE at 4× and 8×.
 
-Data: the Colin27 single-subject T1 (Debian ``mricron-data``; nilearn's MNI152 template otherwise), a
-slab of ``--slices`` axial slices zero-padded from 181×217 to 192×224 (FFT-friendly sizes). Multi-coil
-k-space is simulated (no raw data ships offline): 8 birdcage coils, a smooth random phase, complex
-Gaussian noise at 30 dB, and a seeded variable-density 1-D line mask (``gaussian1d``; ``--mask
+Data: the Colin27 single-subject T1 (the full-resolution slab the package ships, from Debian's
+``mricron-data``), ``--slices`` (≤ 32) axial slices zero-padded from 181×217 to 192×224 (FFT-friendly
+sizes). Multi-coil k-space is simulated (no raw data ships offline): 8 birdcage coils, a smooth random
+phase, complex Gaussian noise at 30 dB, and a seeded variable-density 1-D line mask (``gaussian1d``; ``--mask
 uniform1d`` for DiffusionMBIR's pattern) whose realised acceleration is exactly the requested one.
 
 Reconstructions (all on the whole slab, magnitude compared with the ground truth in [0, 1]):
@@ -34,12 +34,16 @@ import numpy as np
 def _slab(n_slices: int):
     from diffrecon.datasets.mri_simulation import brain_volume
 
-    vol, affine, desc = brain_volume()
-    z0 = vol.shape[2] // 2 - n_slices // 2 + 10  # a slab through the ventricles
+    vol, affine, desc = brain_volume()  # the bundled slab: ch2 axial slices 80-111 at 1 mm
+    if not 1 <= n_slices <= vol.shape[2]:
+        raise SystemExit(f"--slices: expected 1 to {vol.shape[2]} (the bundled slab), found {n_slices}")
+    z0 = max(0, min(vol.shape[2] - n_slices, 20 - n_slices // 2))  # centred on ch2 slice 100: the ventricles
     out = np.zeros((192, 224, n_slices), np.float32)
     sub = vol[:192, :224, z0 : z0 + n_slices]
     out[: sub.shape[0], : sub.shape[1]] = sub
-    return out, affine, desc
+    affine = affine.copy()
+    affine[:3, 3] += affine[:3, 2] * z0  # the sub-slab starts z0 slices up
+    return out, affine, f"{desc}, slices {z0}-{z0 + n_slices - 1} of it"
 
 
 def main(argv=None) -> int:

@@ -94,3 +94,22 @@ def test_simulations_resolve_from_the_package():
     assert set(ds._LAZY) <= set(ds.__all__)
     with pytest.raises(AttributeError):
         ds.no_such_name  # noqa: B018
+
+
+def test_brain_volume_loads_the_source_asked_for_and_never_falls_back(monkeypatch):
+    import glob
+
+    from diffrecon.datasets.mri_simulation import BRAIN_SLAB_FIRST, BRAIN_SLAB_SLICES, brain_volume
+    from diffrecon.errors import InputDataError, MissingDependencyError
+
+    vol, affine, desc = brain_volume()
+    assert vol.shape == (181, 217, BRAIN_SLAB_SLICES) and vol.dtype == np.float32
+    assert 100 < vol.max() <= 255 and desc.startswith("Colin27") and "bundled" in desc  # uint8 values
+    np.testing.assert_allclose(np.sqrt((affine[:3, :3] ** 2).sum(0)), 1.0)  # full 1 mm resolution
+    assert BRAIN_SLAB_FIRST == 80
+    # a machine without mricron-data: the full volume is refused with the reason, not swapped for MNI152
+    monkeypatch.setattr(glob, "glob", lambda *a, **k: [])
+    with pytest.raises(MissingDependencyError, match="mricron-data"):
+        brain_volume("colin27")
+    with pytest.raises(InputDataError, match="source must be one of"):
+        brain_volume("colin")

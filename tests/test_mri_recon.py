@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from diffrecon.datasets.mri_simulation import brain_volume, simulate_multicoil, smooth_phase
+from diffrecon.datasets.mri_simulation import (
+    BRAIN_SLAB_FIRST,
+    brain_volume,
+    simulate_multicoil,
+    smooth_phase,
+)
 from diffrecon.datasets.phantoms import shepp_logan_3d
 from diffrecon.errors import InputDataError
 from diffrecon.metrics import psnr
@@ -103,9 +108,11 @@ def test_espirit_needs_a_sampled_calibration_box(phantom_sim):
 
 @pytest.mark.slow
 def test_real_brain_4x_sense_tv_and_espirit():
-    """Colin27 T1 (or MNI152), 4 axial slices padded to 192 x 224, 8 coils, 30 dB, variable-density 1-D 4x."""
-    vol, _, _ = brain_volume()
-    start = vol.shape[2] // 2 - 2
+    """Colin27 T1 (the bundled full-resolution slab), ch2 axial slices 88-91 padded to 192 x 224, 8 coils,
+    30 dB, variable-density 1-D 4x."""
+    vol, _, desc = brain_volume()
+    assert desc.startswith("Colin27") and vol.shape == (181, 217, 32)
+    start = 88 - BRAIN_SLAB_FIRST
     sl = np.zeros((192, 224, 4), np.float32)
     sub = vol[:, :, start : start + 4][:192, :224]
     sl[: sub.shape[0], : sub.shape[1]] = sub

@@ -279,40 +279,66 @@ def simulate_multicoil(
     )
 
 
-def brain_volume(prefer: str = "colin27") -> tuple[np.ndarray, np.ndarray, str]:
-    """A real T1 brain volume available offline: (data, affine, description).
+BRAIN_SLAB_FIRST = 80
+"""First ch2 axial slice (array axis 2) of the bundled full-resolution slab."""
+BRAIN_SLAB_SLICES = 32
+"""Axial slices in the bundled slab (ch2 slices 80–111, through the ventricles)."""
+BRAIN_SOURCES = ("colin27-slab", "colin27", "mni152")
 
-    ``colin27``: Debian ``mricron-data``'s Colin27 single-subject T1 (``ch2.nii.gz``, 181×217×181, 1 mm);
-    falls back to nilearn's MNI152 2009 template (``resolution=1``) when that package is not installed.
+
+def brain_volume(source: str = "colin27-slab") -> tuple[np.ndarray, np.ndarray, str]:
+    """A real T1 brain volume available offline: ``(data, affine, description)``.
+
+    ``data`` is float32 ``(X, Y, Z)`` in the file's intensity units (not normalised), ``affine`` the 4×4
+    voxel → world-mm map. The source is always the one asked for; nothing falls back silently.
+
+    Args:
+        source: ``"colin27-slab"`` (default; shipped with the package): 32 axial slices (ch2 slices
+            80–111) of Debian ``mricron-data``'s Colin27 single-subject T1 ``ch2.nii.gz`` at its full 1 mm
+            resolution, 181×217×32, original uint8 values, affine of the full volume translated to the
+            slab (``scripts/make_brain_slab.py`` rebuilds it). ``"colin27"``: the whole 181×217×181
+            ``ch2.nii.gz`` from an installed ``mricron-data``. ``"mni152"``: nilearn's MNI152 2009 T1
+            template (``resolution=1``; an average, skull-stripped brain: a different test case).
+
+    Raises:
+        InputDataError: an unknown ``source``.
+        MissingDependencyError: ``"colin27"`` without ``mricron-data`` or ``"mni152"`` without nilearn.
     """
     import glob
+    import importlib.resources
 
     import nibabel as nib
 
-    if prefer == "colin27":
+    from ..errors import MissingDependencyError
+
+    if source not in BRAIN_SOURCES:
+        raise InputDataError(f"brain_volume: source must be one of {BRAIN_SOURCES}, found {source!r}")
+    if source == "colin27-slab":
+        path = importlib.resources.files("diffrecon.datasets") / "data" / "colin27_t1_slab.nii.gz"
+        with importlib.resources.as_file(path) as file:
+            img = nib.load(file)
+            data = np.asarray(img.dataobj, dtype=np.float32)
+        last = BRAIN_SLAB_FIRST + BRAIN_SLAB_SLICES - 1
+        desc = f"Colin27 T1, ch2 axial slices {BRAIN_SLAB_FIRST}-{last} (bundled)"
+        return data, np.asarray(img.affine), desc
+    if source == "colin27":
         hits = sorted(
             glob.glob("/usr/share/mricron/templates/ch2.nii.gz")
             + glob.glob("/usr/share/**/ch2.nii.gz", recursive=True)
         )
-        if hits:
-            img = nib.load(hits[0])
-            return (
-                np.asarray(img.dataobj, dtype=np.float32),
-                np.asarray(img.affine),
-                f"Colin27 T1 ({hits[0]})",
+        if not hits:
+            raise MissingDependencyError(
+                "brain_volume('colin27'): the full Colin27 volume comes from Debian's mricron-data "
+                "(apt-get install mricron-data); brain_volume() loads the bundled full-resolution slab"
             )
+        img = nib.load(hits[0])
+        return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine), f"Colin27 T1 ({hits[0]})"
     try:
         from nilearn import datasets
     except ImportError as exc:
-        from ..errors import MissingDependencyError
-
         raise MissingDependencyError(
-            "no offline brain volume: install Debian mricron-data (apt-get install mricron-data) or "
-            "`pip install 'diffrecon[data]'` for nilearn's MNI152 template"
+            "brain_volume('mni152') needs nilearn: pip install 'diffrecon[data]'"
         ) from exc
     img = datasets.load_mni152_template(resolution=1)
-    return (
-        np.asarray(img.get_fdata(), dtype=np.float32),
-        np.asarray(img.affine),
-        "MNI152 2009 T1 template (nilearn)",
-    )
+    desc = "MNI152 2009 T1 template (nilearn)"
+    return np.asarray(img.get_fdata(), dtype=np.float32), np.asarray(img.affine), desc
