@@ -33,11 +33,24 @@ def _check_pair(x: np.ndarray, ref: np.ndarray) -> None:
         raise InputDataError(f"metric: estimate shape {x.shape} does not match reference shape {ref.shape}")
 
 
+def _data_range(ref: np.ndarray, data_range: float | None, what: str) -> float:
+    """The peak value of PSNR/SSIM: ``data_range`` or the reference's max − min; refuses a zero range."""
+    rng = float(ref.max() - ref.min()) if data_range is None else float(data_range)
+    if not (math.isfinite(rng) and rng > 0):
+        given = "the reference is constant" if data_range is None else f"data_range={data_range}"
+        raise InputDataError(f"{what}: the data range must be finite and > 0 ({given}); pass data_range")
+    return rng
+
+
 def psnr(x, ref, data_range: float | None = None) -> float:
-    """Peak signal-to-noise ratio 10·log10(range² / MSE) in dB (inf for a perfect match)."""
+    """Peak signal-to-noise ratio 10·log10(range² / MSE) in dB (inf for a perfect match).
+
+    Raises:
+        InputDataError: shapes differ, or the range is zero (a constant reference without ``data_range``).
+    """
     x, ref = _np(x), _np(ref)
     _check_pair(x, ref)
-    rng = float(ref.max() - ref.min()) if data_range is None else float(data_range)
+    rng = _data_range(ref, data_range, "psnr")
     mse = float(np.mean((x - ref) ** 2))
     return math.inf if mse == 0 else float(_psnr_db(mse, rng))
 
@@ -49,7 +62,7 @@ def ssim(x, ref, data_range: float | None = None) -> float:
 
     x, ref = _np(x), _np(ref)
     _check_pair(x, ref)
-    rng = float(ref.max() - ref.min()) if data_range is None else float(data_range)
+    rng = _data_range(ref, data_range, "ssim")
     if min(ref.shape) >= 11:
         kw = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
     else:
@@ -88,7 +101,7 @@ def plane_metrics(
     if ref.ndim != 3:
         raise InputDataError(f"plane_metrics: expected 3-D volumes, found shape {ref.shape}")
     planes = dict(DEFAULT_PLANES if planes is None else planes)
-    rng = float(ref.max() - ref.min()) if data_range is None else float(data_range)
+    rng = _data_range(ref, data_range, "plane_metrics")
     out: dict[str, dict[str, float]] = {"psnr": {}, "ssim": {}}
     for name, axis in planes.items():
         ps, ss = [], []

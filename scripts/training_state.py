@@ -77,7 +77,7 @@ def write_ema_prior(run: pathlib.Path, tensors: dict | None = None) -> None:
     prior.config["training"] = training_record(
         cfg, info.get("step"), info.get("train_seconds", 0.0), info.get("history") or []
     )
-    save_prior(prior, run / "ema_prior")
+    save_prior(prior, run / "ema_prior", overwrite=True)
 
 
 def main() -> None:

@@ -100,14 +100,22 @@ def test_outputs_are_not_overwritten_without_flag(tmp_path, volume_file, capsys)
         (["reconstruct", "{garbage}", "{out_nii}", "--method", "fbp"], "not a readable"),
         (["simulate", "{src}", "{out}", "--views", "0"], "positive"),
         (["simulate", "{src}", "{out}", "--slice-axis", "7"], "--slice-axis"),
+        # issue 19 audit: nonsense iteration counts are refused, not turned into an all-zero volume
+        (["reconstruct", "{sino}", "{out_nii}", "--method", "admm_tv", "--iters", "0"], "n_iter >= 1"),
+        (["simulate", "{src}", "{out}", "--detectors", "0"], "n_detectors >= 1"),
+        (["simulate", "{src}", "{out}", "--arc", "0"], "arc_degrees in (0, 360]"),
+        (["reconstruct", "{sino}", "{out_nii}", "--method", "admm_tv", "--cg-iters", "-2"], "cg_iter >= 1"),
     ],
 )
 def test_cli_errors_are_clear(tmp_path, volume_file, capsys, argv, message):
     src, _ = volume_file
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"nope")
-    subs = {"{missing}": str(tmp_path / "nope.nii.gz"), "{out}": str(tmp_path / "o.npz"), "{src}": str(src),
-            "{garbage}": str(garbage), "{out_nii}": str(tmp_path / "o.nii.gz")}
+    sino = tmp_path / "sino.npz"
+    if "{sino}" in argv:
+        assert main(["simulate", str(src), str(sino), "--views", "6"]) == 0
+    subs = {"{sino}": str(sino), "{missing}": str(tmp_path / "nope.nii.gz"), "{out}": str(tmp_path / "o.npz"),
+            "{src}": str(src), "{garbage}": str(garbage), "{out_nii}": str(tmp_path / "o.nii.gz")}
     assert main([subs.get(a, a) for a in argv]) == 1
     assert message in capsys.readouterr().err
 

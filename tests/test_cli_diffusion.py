@@ -84,6 +84,16 @@ def test_cli_save_state_then_resume_and_bad_state_files(sinogram, tmp_path, caps
     assert main(base[:2] + [str(tmp_path / "y.nii.gz"), "--method", "dds", "--steps", "4", "--quiet",
                             "--resume", str(state)]) == 1
     assert "another run" in capsys.readouterr().err
+    # --save-state never replaces a file without --overwrite (unless it is the file being resumed) and is
+    # never the output itself (issue 19 audit, row 4)
+    saved = state.read_bytes()
+    assert main(base[:2] + [str(tmp_path / "z.nii.gz")] + base[2:] + ["--save-state", str(state)]) == 1
+    assert "already exists" in capsys.readouterr().err and state.read_bytes() == saved
+    out = tmp_path / "w.nii.gz"
+    assert main(base[:2] + [str(out)] + base[2:] + ["--save-state", str(out)]) == 1
+    assert "that is the output" in capsys.readouterr().err and not out.exists()
+    assert main(base[:2] + [str(tmp_path / "v.nii.gz")] + base[2:]
+                + ["--resume", str(state), "--save-state", str(state)]) == 0
 
 
 def test_limited_angle_sinogram_gets_the_limited_angle_weights(tmp_path):
@@ -118,3 +128,50 @@ def test_dds_on_multicoil_kspace(tmp_path):
 def test_bad_diffusion_arguments_fail_clearly(sinogram, tmp_path, capsys, bad, message):
     rc = main(["reconstruct", str(sinogram), str(tmp_path / "x.nii.gz"), "--method", "dds", "--quiet", *bad])
     assert rc == 1 and message in capsys.readouterr().err
+
+
+def test_non_finite_results_are_an_error_not_a_file(sinogram, tmp_path, capsys):
+    """Issue 19 audit row 6: a prior with NaN weights used to give a NaN volume written with exit 0."""
+    import torch
+
+    from diffrecon.priors import load, save_prior
+
+    prior = load("head-64")
+    with torch.no_grad():
+        for p in prior.network.parameters():
+            p.fill_(float("nan"))
+    save_prior(prior, tmp_path / "nan-prior")
+    out = tmp_path / "nan.nii.gz"
+    argv = ["reconstruct", str(sinogram), str(out), "--method", "dds", "--steps", "2", "--quiet",
+            "--prior", str(tmp_path / "nan-prior")]
+    assert main(argv) == 1
+    assert "non-finite" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "nan.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_state_and_leaves_no_temporary_file(sinogram, tmp_path):
+    """Issue 19 audit row 7: SIGTERM (a scheduler's kill) is handled like Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    state, out = tmp_path / "run.state.pt", tmp_path / "out" / "x.nii.gz"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-c", "import sys; from diffrecon.cli import main; sys.exit(main(sys.argv[1:]))",
+           "reconstruct", str(sinogram), str(out), "--method", "dds", "--steps", "400", "--quiet",
+           "--save-state", str(state), "--save-every", "1"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert state.exists(), "the run never wrote its first state"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err
+    assert not out.exists() and list(out.parent.iterdir()) == []  # no hidden temporary file left
+    import torch
+
+    blob = torch.load(state, map_location="cpu", weights_only=True)
+    assert 1 <= blob["step"] < 400  # saved at the last completed step, resumable with --resume

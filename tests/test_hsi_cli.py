@@ -180,3 +180,20 @@ def test_restore_tuned_settings_and_explicit_overrides(tmp_path, capsys):
             == 1
         )
         assert "--tuned" in capsys.readouterr().err
+
+
+def test_restore_refuses_data_outside_the_unit_range_instead_of_clipping(tmp_path, capsys):
+    """Issue 19 audit row 2: a cube in 0..1000 with the default --value-range unit used to come back
+    99.8 % clipped to 1.0 with exit 0; now it is refused with the range found and the flags that fit."""
+    h, w, b = 12, 10, 4
+    cube = 1000.0 * np.random.default_rng(0).random((h, w, b)).astype(np.float32)
+    inp = tmp_path / "big.nc"
+    save_cube(inp, make_cube(cube, wavelengths=np.linspace(450, 900, b)))
+    out = tmp_path / "o.nc"
+    argv = ["hsi", "restore", "--task", "denoise", str(inp), str(out), "--method", "tv", "--no-png"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "not [0, 1]" in err and "--value-range auto" in err and not out.exists()
+    assert main([*argv, "--value-range", "0,1000"]) == 0
+    restored = load_cube(out).values
+    assert restored.max() > 100  # written back in the input's units, not clipped to 1

@@ -125,3 +125,24 @@ def test_datasets_semi_synthetic_and_sentinel():
         sentinel2_cube(400, 10)
     with pytest.raises(InputDataError, match="source"):
         semi_synthetic_cube("moon")
+
+
+def test_netcdf_dims_are_matched_by_name_never_by_position(tmp_path):
+    """Issue 19 audit row 3: a (bands, rows, cols) NetCDF used to be renamed positionally to (y, x, band)."""
+    import xarray as xr
+
+    from diffrecon.errors import FileFormatError
+    from diffrecon.io.hsi import load_cube
+
+    cube = np.random.default_rng(0).random((6, 4, 3)).astype(np.float32)  # (y, x, band)
+    band_first = xr.DataArray(cube.transpose(2, 0, 1), dims=("bands", "rows", "cols"), name="cube")
+    band_first.to_dataset().to_netcdf(tmp_path / "bf.nc")
+    loaded = load_cube(tmp_path / "bf.nc")
+    assert loaded.dims == ("y", "x", "band") and loaded.shape == (6, 4, 3)
+    np.testing.assert_array_equal(loaded.values, cube)
+    xr.DataArray(cube, dims=("a", "b", "c"), name="cube").to_dataset().to_netcdf(tmp_path / "anon.nc")
+    with pytest.raises(FileFormatError, match="by name, never by position"):
+        load_cube(tmp_path / "anon.nc")
+    xr.Dataset({"img": (("y", "x"), cube[..., 0])}).to_netcdf(tmp_path / "flat.nc")
+    with pytest.raises(FileFormatError, match="needs 3"):
+        load_cube(tmp_path / "flat.nc", variable="img")

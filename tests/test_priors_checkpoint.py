@@ -147,3 +147,19 @@ def test_no_pickle_in_package_sources():
         for line in f.read_text().splitlines():
             if "torch.load(" in line and not line.strip().startswith("#"):
                 assert "weights_only=True" in line, f"{f}: {line.strip()}"
+
+
+def test_save_prior_never_replaces_without_overwrite(tmp_path):
+    from diffrecon.errors import OutputExistsError
+
+    w, j = save_prior(_prior(), tmp_path / "a")
+    before = (w.read_bytes(), j.read_bytes())
+    with pytest.raises(OutputExistsError, match="already exists"):
+        save_prior(_prior(), tmp_path / "a")
+    assert (w.read_bytes(), j.read_bytes()) == before
+    j.unlink()  # half a prior on disk: still refused, and the weights file is left alone
+    with pytest.raises(OutputExistsError):
+        save_prior(_prior(), tmp_path / "a")
+    assert w.read_bytes() == before[0] and not j.exists()
+    save_prior(_prior(), tmp_path / "a", overwrite=True)
+    assert j.exists()

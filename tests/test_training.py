@@ -250,6 +250,17 @@ def test_cli_from_nifti(tmp_path, capsys):
     rc = main(["train-prior", "--out", str(tmp_path / "run"), "--resume", "--steps", "6", "--no-progress"])
     assert rc == 0
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 6
+    # a run folder or an exported prior is never replaced without --overwrite (issue 19 audit, row 1)
+    exported = (tmp_path / "exported.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train-prior", "--data", str(d), "--out", str(tmp_path / "run"), "--steps", "2",
+                 "--no-progress"]) == 1
+    assert "holds a training run" in capsys.readouterr().err
+    assert main(["train-prior", "--out", str(tmp_path / "run"), "--resume", "--steps", "7", "--no-progress",
+                 "--export", str(tmp_path / "exported")]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 6
+    assert (tmp_path / "exported.safetensors").read_bytes() == exported
     with pytest.raises(SystemExit):
         main(["train-prior", "--out", str(tmp_path / "x"), "--kind", "nope"])
     assert main(["train-prior", "--out", str(tmp_path / "y"), "--data", str(tmp_path / "missing")]) == 1

@@ -68,3 +68,17 @@ def record_path(output: str | pathlib.Path) -> pathlib.Path:
 
 def dump_json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+def require_finite(result, what: str = "the reconstruction") -> None:
+    """Refuse to write a result holding NaN or Inf (bad weights, a zero scale, a corrupt state file):
+    such a file would look like a success to every later step."""
+    import numpy as np
+
+    arr = result.detach().cpu().numpy() if isinstance(result, torch.Tensor) else np.asarray(result)
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise InputDataError(
+            f"{what} has {bad} non-finite value(s) of {arr.size}; nothing was written (check the prior "
+            "weights, --image-scale and any --resume state)"
+        )

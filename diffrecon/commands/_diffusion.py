@@ -45,12 +45,34 @@ def image_scale(spec: str, rough_image) -> float:
     return value
 
 
+def _check_state_path(args) -> None:
+    """``--save-state`` must not be OUTPUT or its record, and replaces an existing file only with
+    ``--overwrite`` or when it is the file being resumed (the usual ``--resume F --save-state F``)."""
+    import pathlib
+
+    from ..errors import InputDataError, OutputExistsError
+    from ._common import record_path
+
+    if not args.save_state:
+        return
+    state = pathlib.Path(args.save_state).resolve()
+    outputs = {pathlib.Path(args.output).resolve(), record_path(args.output).resolve()}
+    if state in outputs:
+        raise InputDataError(f"--save-state {args.save_state}: that is the output (or its record)")
+    resuming_it = args.resume is not None and pathlib.Path(args.resume).resolve() == state
+    if state.exists() and not (resuming_it or getattr(args, "overwrite", False)):
+        raise OutputExistsError(
+            f"--save-state {args.save_state} already exists; --resume it, or pass --overwrite to replace it"
+        )
+
+
 def prepare(args, device, plane_shape):
     """Fail fast, before any expensive work: load the prior, check its image size against the data's
     slices ``plane_shape`` (H, W) and parse ``--image-scale``. Returns the prior."""
     from ..errors import InputDataError
     from ..priors import load
 
+    _check_state_path(args)
     prior = load(args.prior, device=device)
     ishape = getattr(prior, "image_shape", None)
     if ishape is not None and tuple(ishape[-2:]) != tuple(plane_shape):

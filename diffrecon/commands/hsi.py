@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import pathlib
 
-from ._common import Timer, add_device_argument, dump_json, peak_rss_mb, record_path, resolve_device
+from ._common import (
+    Timer,
+    add_device_argument,
+    dump_json,
+    peak_rss_mb,
+    record_path,
+    require_finite,
+    resolve_device,
+)
 
 TASKS = ("denoise", "inpaint", "sr")
 METHODS = ("dds2m", "tv", "subspace", "interp", "bicubic")
@@ -156,6 +164,15 @@ def _value_range(spec: str, data):
     from ..errors import InputDataError
 
     if spec == "unit":
+        # noisy [0, 1] data strays a little outside it; data in other units would be clipped to nothing
+        finite = data[np.isfinite(data)]
+        if finite.size:
+            lo, hi = (float(v) for v in np.percentile(finite, [0.1, 99.9]))
+            if lo < -0.5 or hi > 1.5:
+                raise InputDataError(
+                    f"--value-range unit: the input spans [{lo:.4g}, {hi:.4g}] (0.1/99.9 percentiles), not "
+                    "[0, 1]; pass --value-range auto or LO,HI (e.g. 0,10000 for reflectance x 10^4)"
+                )
         return 0.0, 1.0
     if spec == "auto":
         finite = data[np.isfinite(data)]
@@ -346,6 +363,7 @@ def run_restore(args) -> int:
             "semi_synthetic": da.attrs.get("semi_synthetic", "unknown"),
         }
     )
+    require_finite(x_data, "the restored cube")
     out_da = make_cube(x_data.astype(np.float32), wavelengths=wl, name="cube", attrs=attrs)
     extra = {"input": make_cube(raw.astype(np.float32), wavelengths=wl)}
     if mask is not None:

@@ -13,7 +13,15 @@ import math
 
 import numpy as np
 
-from ._common import Timer, canonical_method, dump_json, peak_rss_mb, record_path, resolve_device
+from ._common import (
+    Timer,
+    canonical_method,
+    dump_json,
+    peak_rss_mb,
+    record_path,
+    require_finite,
+    resolve_device,
+)
 from ._diffusion import DIFFUSION_METHODS
 
 # canonical names (admm_tv = TV-SENSE here); the aliases tv and mbir are accepted (see _common)
@@ -269,6 +277,7 @@ def run_reconstruct(args) -> int:
         "seconds": round(t.seconds, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    require_finite(img)
     if data.target is not None:
         value = psnr(img, data.target, data_range=float(data.target.max()))
         record["psnr_db"] = round(value, 3) if math.isfinite(value) else None

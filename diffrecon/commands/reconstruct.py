@@ -14,6 +14,7 @@ from ._common import (
     dump_json,
     peak_rss_mb,
     record_path,
+    require_finite,
     resolve_device,
 )
 from ._diffusion import DIFFUSION_METHODS
@@ -139,6 +140,7 @@ def run(args) -> int:
             )
             vol = admm_tv(data.sinogram, op, settings["lam"], settings["rho"], settings["n_iter"],
                           settings["cg_iter"], axes=settings["axes"], progress=not args.quiet)
+    require_finite(vol)
     save_nifti(args.output, vol, data.affine, overwrite=args.overwrite)
     record = {"command": "reconstruct", "input": str(args.input), "output": str(args.output), **settings,
               "geometry": data.geometry.kind, "views": data.geometry.n_angles, "device": str(device),

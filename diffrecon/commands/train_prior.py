@@ -101,6 +101,11 @@ def add_parser(sub) -> None:
     r.add_argument(
         "--export", help="also write the final EMA prior to this stem (e.g. diffrecon/priors/weights/head-64)"
     )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out folder that holds one, and replace an existing --export prior",
+    )
     r.add_argument("--val-every", type=int, default=None, help="default 250")
     r.add_argument("--log-every", type=int, default=None, help="default 25")
     r.add_argument("--ckpt-minutes", type=float, default=None, help="default 5")
@@ -189,6 +194,21 @@ def _config(args):
     )
 
 
+def _check_outputs(out: pathlib.Path, args) -> None:
+    """Refuse, before any work, to replace a training run or an exported prior without ``--overwrite``."""
+    from ..errors import OutputExistsError
+
+    if not args.resume and not args.overwrite and (out / "state.json").exists():
+        raise OutputExistsError(
+            f"{out} holds a training run; --resume continues it, --overwrite starts again from step 0"
+        )
+    if args.export and not args.overwrite:
+        for suffix in (".safetensors", ".json"):
+            target = pathlib.Path(f"{args.export}{suffix}")
+            if target.exists():
+                raise OutputExistsError(f"--export: {target} already exists; pass --overwrite to replace it")
+
+
 def run(args) -> int:
     import numpy as np
     import torch
@@ -199,6 +219,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = pathlib.Path(args.out)
+    _check_outputs(out, args)
     if args.resume and (out / "state.json").exists():
         saved = json.loads((out / "state.json").read_text())["config"]
         cfg = TrainConfig(**saved)

@@ -53,6 +53,10 @@ def make_geometry(
     """
     if kind not in ("parallel", "fan"):
         raise InputDataError(f"geometry kind must be 'parallel' or 'fan', found {kind!r}")
+    if n_detectors is not None and int(n_detectors) < 1:
+        raise InputDataError(f"expected n_detectors >= 1 detector bins, found {n_detectors!r}")
+    if arc_degrees is not None and not (math.isfinite(arc_degrees) and 0 < arc_degrees <= 360):
+        raise InputDataError(f"expected an angular range arc_degrees in (0, 360], found {arc_degrees!r}")
     if limited_angle_degrees is not None:
         angles = limited_angles(limited_angle_degrees)
     else:
@@ -62,7 +66,8 @@ def make_geometry(
         angles = sparse_angles(int(n_views)) * (arc / 180.0)
     diag = math.hypot(*image_shape)
     if kind == "parallel":
-        return ParallelGeometry(image_shape, angles, n_detectors or default_n_detectors(image_shape))
+        n_det = default_n_detectors(image_shape) if n_detectors is None else int(n_detectors)
+        return ParallelGeometry(image_shape, angles, n_det)
     s = 2.0 * diag if source_distance is None else float(source_distance)
     d = diag if detector_distance is None else float(detector_distance)
     if n_detectors is None:

@@ -171,6 +171,31 @@ def _load_envi(path: pathlib.Path):
     return make_cube(arr, wavelengths=wl, name=hdr.stem, attrs={"source_file": str(hdr)})
 
 
+# dimension names seen in NetCDF/ENVI-derived cubes, mapped by name (never by position: a
+# (bands, rows, cols) file renamed positionally would be processed transposed)
+_DIM_ALIASES = {
+    "y": {"y", "row", "rows", "line", "lines", "lat", "latitude", "height", "northing"},
+    "x": {"x", "col", "cols", "column", "columns", "sample", "samples", "lon", "longitude", "width",
+          "easting"},
+    "band": {"band", "bands", "wavelength", "wavelengths", "lambda", "spectral", "channel", "channels", "wl"},
+}
+
+
+def _dims_by_name(path: pathlib.Path, dims: tuple) -> dict:
+    """``{file dim: cube dim}`` from the dimension names; refuses dims it cannot tell apart."""
+    mapping = {}
+    for d in dims:
+        hits = [cube_dim for cube_dim, names in _DIM_ALIASES.items() if str(d).lower() in names]
+        if len(hits) == 1:
+            mapping[d] = hits[0]
+    if sorted(mapping.values()) != sorted(DIMS) or len(mapping) != 3:
+        raise FileFormatError(
+            f"{path}: cannot tell rows, columns and bands apart from the dims {dims}; rename them to "
+            f"{DIMS} (e.g. xarray's .rename) — they are matched by name, never by position"
+        )
+    return {k: v for k, v in mapping.items() if k != v}
+
+
 def _load_nc(path: pathlib.Path, variable: str | None):
     import xarray as xr
 
@@ -192,8 +217,12 @@ def _load_nc(path: pathlib.Path, variable: str | None):
         name = "cube" if "cube" in names else names[0]
         da = ds[name].load()
         da.attrs = {**ds.attrs, **da.attrs}
+    if da.ndim != 3:
+        raise FileFormatError(
+            f"{path}: variable {name!r} has dims {tuple(da.dims)}; a cube needs 3 (y, x, band)"
+        )
     if set(da.dims) != set(DIMS):
-        da = da.rename(dict(zip(da.dims, DIMS, strict=False)))
+        da = da.rename(_dims_by_name(path, tuple(da.dims)))
     da = da.transpose(*DIMS)
     if "wavelength" not in da.coords:
         da = da.assign_coords(wavelength=("band", np.full(da.sizes["band"], np.nan)))

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import InputDataError
+
 Tensor = torch.Tensor
 
 
@@ -49,6 +51,8 @@ def conjugate_gradient(
     Returns:
         The iterate after at most ``n_iter`` steps, shape of ``b``.
     """
+    if int(n_iter) < 1:
+        raise InputDataError(f"conjugate gradient: expected n_iter >= 1, found {n_iter}")
     n_dims = b.ndim if n_dims is None else n_dims
     if dot is None:
         def dot(u: Tensor, v: Tensor) -> Tensor:

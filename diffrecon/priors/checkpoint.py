@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, check_writable
 
 FORMAT = "diffrecon-prior"
 FORMAT_VERSION = 1
@@ -165,12 +165,14 @@ def _diffusion_config(d) -> dict:
 
 
 def save_prior(
-    prior, path: str | os.PathLike, overwrite: bool = True, dtype: torch.dtype | None = None
+    prior, path: str | os.PathLike, overwrite: bool = False, dtype: torch.dtype | None = None
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``<stem>.safetensors`` + ``<stem>.json`` for a DiffusionPrior or LatentPrior.
 
     ``dtype=torch.float16`` stores floating-point tensors in half precision (bundled weights: half the
-    size; :func:`load_prior` casts them back to the model's float32 parameters).
+    size; :func:`load_prior` casts them back to the model's float32 parameters). An existing prior at
+    ``path`` is replaced only with ``overwrite=True``; otherwise
+    :class:`~diffrecon.errors.OutputExistsError`.
     """
     from .prior import LatentPrior
 
@@ -185,6 +187,8 @@ def save_prior(
         tensors = {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in tensors.items()}
         cfg["stored_dtype"] = str(dtype).replace("torch.", "")
     w, j = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    for target in (w, j):  # both checked before either is written: never half a prior replaced
+        check_writable(target, overwrite)
     save_safetensors(tensors, w, metadata={"format": FORMAT}, overwrite=overwrite)
     with atomic_path(j, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(cfg, indent=2))

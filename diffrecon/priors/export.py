@@ -57,6 +57,7 @@ def main(argv=None) -> int:
         "--benchmark", action="store_true", help="store the sample-volume denoising curve in the JSON"
     )
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing prior at dst")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     prior = load_prior(a.src)
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         res = mod.run(prior, mod.sample_slices(), mod.DEFAULT_SIGMAS)
         prior.config["sample_volume_denoising"] = res
         print(json.dumps(res, indent=1))
-    for f in save_prior(prior, a.dst, dtype=torch.float16 if a.half else None):
+    for f in save_prior(prior, a.dst, overwrite=a.overwrite, dtype=torch.float16 if a.half else None):
         f.chmod(0o644)  # package data must be world-readable (atomic writes create 0600 files)
     print(f"exported {a.src} -> {a.dst}.safetensors/.json")
     if a.samples:

@@ -22,9 +22,12 @@ discrete schedules), ``"t1000"`` (continuous t × 1000), ``"sigma"`` or ``"log_s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from ..errors import InputDataError
 from .schedule import Schedule
 
 PARAMETERISATIONS = ("eps", "x0", "v", "score")
@@ -185,7 +188,14 @@ class DiffusionPrior(nn.Module):
 
         Picks the step whose noise-to-signal ratio equals ``σ·data_scale``, forms
         :math:`x_t = a_t\\,\\mathrm{normalise}(y)` and returns the denormalised Tweedie estimate.
+        Raises :class:`~diffrecon.errors.InputDataError` unless σ is finite and > 0.
         """
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputDataError(f"denoise: sigma must be one number (data units), found {sigma!r}") from None
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise InputDataError(f"denoise: sigma must be finite and > 0 (data units), found {sigma}")
         t = self.schedule.t_from_noise_to_signal(sigma * abs(self.data_scale))
         tt = torch.full((y.shape[0],), t, device=y.device)
         a, _ = self.alpha_sigma(tt, y)

@@ -408,9 +408,9 @@ def _train_diffusion(
         target.config["training"] = training_record(cfg, step, info.get("train_seconds", 0.0),
                                                     info["history"], ws)
         if wrap_export is None:
-            save_prior(target, run / "ema_prior")
+            save_prior(target, run / "ema_prior", overwrite=True)  # the run's own rolling checkpoint
             if export and final:
-                save_prior(target, export)
+                save_prior(target, export, overwrite=True)  # the CLI refuses an existing one up front
 
     prev_time = info.get("train_seconds", 0.0) if resume else 0.0
     try:
@@ -617,9 +617,9 @@ def _train_latent(cfg, source, run, resume, device, progress, time_limit_s, expo
                 "data_description": cfg.data_description,
             },
         )
-        save_prior(lp, run / "ema_prior")
+        save_prior(lp, run / "ema_prior", overwrite=True)
         if export:
-            save_prior(lp, export)
+            save_prior(lp, export, overwrite=True)
         return d
 
     info = _train_diffusion(

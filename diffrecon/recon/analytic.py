@@ -206,6 +206,8 @@ def _batched(data, shape: tuple[int, ...], what: str) -> tuple[Tensor, torch.Siz
     x = _check_data(data, shape, what)
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     lead = x.shape[: x.ndim - len(shape)]
+    if x.numel() == 0:
+        raise InputDataError(f"{what}: no data (leading dimensions {tuple(lead)} hold zero sinograms)")
     return x.reshape(math.prod(lead), *shape), lead
 
 

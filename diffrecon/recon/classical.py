@@ -247,6 +247,8 @@ def admm_tv(
     Returns:
         The reconstruction, shape ``(..., *A.in_shape)``.
     """
+    if int(n_iter) < 1:
+        raise InputDataError(f"admm_tv: expected n_iter >= 1 ADMM iterations, found {n_iter}")
     state = ADMMTV(y, operator, lam, rho, axes=axes, weights=weights, boundary=boundary, cg_iter=cg_iter)
     x = torch.zeros_like(state.aty) if x0 is None else x0.to(state.aty)
     for k in tqdm(range(n_iter), desc="ADMM-TV", disable=not progress, leave=False):
