@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except DiffreconError as exc:
         print(f"diffrecon {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the file system said no: permission, full disk, a directory where a file goes
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"diffrecon {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except Terminated:
         print(f"diffrecon {args.command}: terminated (SIGTERM)", file=sys.stderr)
         return 143

@@ -230,10 +230,12 @@ class DiffusionReconstructd(MapTransform):
 
     Args:
         keys: measurement key(s) written by a ``Simulate…d`` transform (``(1, D, …)``).
-        solver: a :class:`~diffrecon.recon.diffusion.DiffusionSolver` (DDS, DiffusionMBIR, …).
+        solver: a :class:`~diffrecon.recon.diffusion.DiffusionSolver` (DDS, DiffusionMBIR, …), or a
+            factory ``prior -> DiffusionSolver`` together with ``prior``.
         spec: the simulating transform's ``spec``.
         output_key: where the volume ``(1, X, Y, Z)`` goes (a MetaTensor with the measurement's meta).
         record_key: where the solver's record (a dict) goes, or None.
+        prior: the prior a solver factory is called with (a transform has no evaluator network).
     """
 
     def __init__(
@@ -244,8 +246,18 @@ class DiffusionReconstructd(MapTransform):
         output_key: str = "pred",
         record_key: str | None = "pred_record",
         allow_missing_keys: bool = False,
+        prior=None,
     ):
+        from .recon.diffusion import DiffusionSolver
+
         super().__init__(keys, allow_missing_keys)
+        if not isinstance(solver, DiffusionSolver):
+            if not callable(solver) or prior is None:
+                raise InputDataError(
+                    "DiffusionReconstructd: pass a DiffusionSolver, or a factory prior -> solver together "
+                    f"with prior=...; found {type(solver).__name__} and prior={type(prior).__name__}"
+                )
+            solver = _make_solver(solver, prior)
         self.solver, self.spec = solver, spec
         self.output_key, self.record_key = output_key, record_key
 
@@ -258,7 +270,7 @@ class DiffusionReconstructd(MapTransform):
                     f"DiffusionReconstructd: expected measurements (1, D, …) under {key!r}, "
                     f"found shape {tuple(y.shape)}"
                 )
-            solver = _make_solver(self.solver, None)
+            solver = self.solver
             plane = tuple(solver.prior.image_shape[-2:])
             x, rec = _reconstruct_one(solver, self.spec, y[0], plane)
             d[self.output_key] = _with_meta(x.unsqueeze(0), d[key])

@@ -175,3 +175,28 @@ def test_demo_rejects_a_prior_of_the_wrong_size_before_work(tmp_path, capsys):
 def test_info_runs(capsys):
     assert main(["info"]) == 0
     assert "torch" in capsys.readouterr().out
+
+
+def test_device_output_name_and_file_system_errors_are_one_line(tmp_path, volume_file, capsys, monkeypatch):
+    """Issue 19 audit row 10: these used to end in raw tracebacks."""
+    src, _ = volume_file
+    sino = tmp_path / "sino.npz"
+    assert main(["simulate", str(src), str(sino), "--views", "6"]) == 0
+    base = ["reconstruct", str(sino)]
+    for device, message in (("bogus", "expected cpu, cuda"), ("gpu", "expected cpu, cuda"),
+                            ("meta", "runs on cpu or cuda"), ("mps", "runs on cpu or cuda")):
+        capsys.readouterr()
+        assert main([*base, str(tmp_path / "o.nii.gz"), "--method", "fbp", "--device", device]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert main([*base, str(tmp_path / "o.npz"), "--method", "fbp"]) == 1
+    assert "name the output .nii or .nii.gz" in capsys.readouterr().err
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # a read-only output folder, as a non-root user sees it
+    assert main([*base, str(tmp_path / "o.nii.gz"), "--method", "fbp"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("diffrecon reconstruct: error: Permission denied") and str(tmp_path) in err

@@ -138,3 +138,36 @@ def test_geometry_validation(kwargs, match):
             **kwargs}
     with pytest.raises(GeometryError, match=match):
         ParallelGeometry(**args)
+
+
+def _sinogram_variant(tmp_path, name, geometry=None, metadata=None):
+    """A valid 6-view sinogram file with some geometry / metadata entries replaced."""
+    good = tmp_path / "good.npz"
+    if not good.exists():
+        geom = ParallelGeometry((16, 16), sparse_angles(6), 23)
+        save_sinogram(good, torch.zeros(4, 6, 23), geom, {"slice_axis": 2, "volume_shape": [16, 16, 4]})
+    with np.load(good, allow_pickle=False) as z:
+        arrays = dict(z)
+    g, m = json.loads(str(arrays["geometry"])), json.loads(str(arrays["metadata"]))
+    g.update(geometry or {})
+    m.update(metadata or {})
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, sinogram=arrays["sinogram"], geometry=json.dumps(g), metadata=json.dumps(m))
+    return path
+
+
+def test_sinogram_files_with_bad_entries_are_refused_before_any_work(tmp_path, monkeypatch):
+    """Issue 19 audit rows 8-10: bad field types, inconsistent shapes and huge claimed sizes."""
+    assert load_sinogram(_sinogram_variant(tmp_path, "ok")).sinogram.shape == (4, 6, 23)
+    with pytest.raises(GeometryError, match="bad or missing fields"):
+        load_sinogram(_sinogram_variant(tmp_path, "det", geometry={"n_detectors": "abc"}))
+    with pytest.raises(FileFormatError, match="slice_axis must be an integer"):
+        load_sinogram(_sinogram_variant(tmp_path, "axis", metadata={"slice_axis": "x"}))
+    with pytest.raises(InputDataError, match="does not match the data"):
+        load_sinogram(_sinogram_variant(tmp_path, "vshape", metadata={"volume_shape": [16, 16, 9]}))
+    # a few-KB file claiming 60000² slices is refused by the memory estimate, not by the kernel's OOM killer
+    huge = _sinogram_variant(tmp_path, "huge", geometry={"image_shape": [60000, 60000]},
+                             metadata={"volume_shape": [60000, 60000, 4]})
+    monkeypatch.setenv("DIFFRECON_MAX_VOLUME_GB", "8")
+    with pytest.raises(InputDataError, match=r"53\.6 GiB per volume"):
+        load_sinogram(huge)

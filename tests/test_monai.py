@@ -58,6 +58,13 @@ def test_mri_transform_and_reconstructd():
     out = rec(item)
     assert tuple(out["pred"].shape) == (1, 8, 8, 3) and torch.equal(out["pred"].affine, item["label"].affine)
     assert out["pred_record"]["method"] == "dds"
+    # a solver factory works with prior=..., and without it the error says what to pass (it used to be
+    # an AttributeError on None; issue 19 audit row 10)
+    factory = lambda p: DDS(p, steps=2, lam=0.01, rho=0.5, progress=False)  # noqa: E731
+    out2 = DiffusionReconstructd("kspace", factory, sim.spec, prior=prior)(item)
+    assert torch.equal(out2["pred"], out["pred"])
+    with pytest.raises(InputDataError, match="together with prior"):
+        DiffusionReconstructd("kspace", factory, sim.spec)
 
 
 def test_prior_size_mismatch_is_reported():

@@ -45,9 +45,16 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available else CPU; an explicit ``cuda`` without a GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputDataError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputDataError(f"--device {name}: diffrecon runs on cpu or cuda (cuda:N), found {dev.type!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputDataError("--device cuda requested, but torch finds no CUDA device on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputDataError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 

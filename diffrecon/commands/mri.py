@@ -182,11 +182,12 @@ def run_reconstruct(args) -> int:
     from ..errors import InputDataError
     from ..io.atomic import check_writable, write_text_atomic
     from ..io.kspace import load_kspace
-    from ..io.nifti import save_nifti
+    from ..io.nifti import require_nifti_name, save_nifti
     from ..metrics import psnr
     from ..operators import espirit_maps
     from ..recon.mri import cg_sense, tv_sense, zero_filled_rss
 
+    require_nifti_name(args.output)
     method = canonical_method(args.method)
     if method not in MRI_METHODS:
         raise InputDataError(

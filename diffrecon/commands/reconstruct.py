@@ -89,6 +89,7 @@ def tv_axes(spec: str, slice_axis: int) -> tuple[int, ...]:
 def run(args) -> int:
     from ..errors import InputDataError
     from ..io import check_writable, load_sinogram, save_nifti, write_text_atomic
+    from ..io.nifti import require_nifti_name
 
     args.method = canonical_method(args.method)
     if not _is_ct_file(args.input):
@@ -98,6 +99,7 @@ def run(args) -> int:
     if args.method not in CT_METHODS:
         raise InputDataError(f"{args.input} holds a CT sinogram; --method must be one of {CT_METHODS}, "
                              f"found {args.method!r}")
+    require_nifti_name(args.output)
     check_writable(args.output, args.overwrite)
     check_writable(record_path(args.output), args.overwrite)
     device = resolve_device(args.device)

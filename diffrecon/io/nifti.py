@@ -55,6 +55,14 @@ def load_nifti(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> N
                        np.asarray(img.affine, dtype=np.float64), img.header)
 
 
+def require_nifti_name(path: str | os.PathLike) -> None:
+    """Raise :class:`~diffrecon.errors.InputDataError` unless ``path`` ends in ``.nii`` or ``.nii.gz``
+    (commands call it before any work, so a wrong output name costs nothing)."""
+    name = os.fspath(path).lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise InputDataError(f"{path}: volumes are written as NIfTI; name the output .nii or .nii.gz")
+
+
 def save_nifti(
     path: str | os.PathLike,
     volume: torch.Tensor | np.ndarray,
@@ -76,6 +84,7 @@ def save_nifti(
            else np.asarray(volume, np.float32))
     if arr.ndim != 3:
         raise InputDataError(f"save_nifti: expected a 3-D volume, found shape {arr.shape}")
+    require_nifti_name(path)
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
         raise InputDataError(f"save_nifti: expected a 4x4 affine, found shape {affine.shape}")

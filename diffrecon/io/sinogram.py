@@ -15,6 +15,7 @@ order to exactly this sinogram.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -105,11 +106,62 @@ def load_sinogram(path: str | os.PathLike, device: torch.device | str = "cpu") -
     if not np.issubdtype(arr.dtype, np.floating):
         raise InputDataError(f"{path}: expected a floating-point sinogram, found dtype {arr.dtype}")
     _check_matches(arr.shape, geometry, str(path))
+    _check_metadata(meta, arr.shape, geometry, str(path))
+    check_volume_memory(_volume_voxels(arr.shape, geometry), str(path))
     if not np.isfinite(arr).all():
         raise InputDataError(
             f"{path}: expected finite sinogram values, found {int((~np.isfinite(arr)).sum())} NaN/Inf"
         )
     return SinogramFile(torch.from_numpy(arr).to(device), geometry, meta)
+
+
+def _volume_voxels(shape: tuple, geometry) -> int:
+    if geometry.kind == "cone":
+        return math.prod(geometry.volume_shape)
+    return int(shape[0]) * math.prod(geometry.image_shape)
+
+
+def check_volume_memory(voxels: int, where: str, bytes_per_voxel: int = 4) -> None:
+    """Refuse, before allocating, a reconstruction whose volume alone would take more than half of this
+    machine's physical memory (iterative methods hold several such volumes). The limit is
+    ``DIFFRECON_MAX_VOLUME_GB`` when that is set, else half the physical RAM."""
+    limit_gb = os.environ.get("DIFFRECON_MAX_VOLUME_GB")
+    if limit_gb is not None:
+        limit = float(limit_gb) * 2**30
+    else:
+        try:
+            limit = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            return  # no way to know the memory here: no check
+    need = voxels * bytes_per_voxel
+    if need > limit:
+        raise InputDataError(
+            f"{where}: the reconstruction would hold {voxels:,} voxels ({need / 2**30:.1f} GiB per volume), "
+            f"more than the limit of {limit / 2**30:.1f} GiB (half the RAM, or DIFFRECON_MAX_VOLUME_GB)"
+        )
+
+
+def _check_metadata(meta: dict, shape: tuple, geometry, where: str) -> None:
+    """The metadata's slice axis and volume shape must be integers that agree with the data."""
+    if not isinstance(meta, dict):
+        raise FileFormatError(f"{where}: metadata must be a JSON object, found {type(meta).__name__}")
+    axis = meta.get("slice_axis", 0)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise FileFormatError(f"{where}: metadata slice_axis must be an integer 0, 1 or 2, found {axis!r}")
+    vshape = meta.get("volume_shape")
+    if vshape is None or geometry.kind == "cone":
+        return
+    if not (isinstance(vshape, list) and len(vshape) == 3 and all(isinstance(v, int) for v in vshape)):
+        raise FileFormatError(f"{where}: metadata volume_shape must be three integers, found {vshape!r}")
+    if not -3 <= axis < 3:
+        return  # the operator reports a bad axis with its own message
+    expected = list(geometry.image_shape)
+    expected.insert(axis % 3, int(shape[0]))
+    if list(vshape) != expected:
+        raise InputDataError(
+            f"{where}: metadata volume_shape {vshape} does not match the data ({shape[0]} slices along axis "
+            f"{axis} of {tuple(geometry.image_shape)} images = {expected})"
+        )
 
 
 def _check_matches(shape: tuple, geometry, where: str) -> None:

@@ -260,7 +260,7 @@ def geometry_from_dict(d: dict) -> ParallelGeometry | FanGeometry | ConeGeometry
     fields = {k: v for k, v in d.items() if k != "kind"}
     try:
         return _KINDS[d["kind"]](**fields)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise GeometryError(f"geometry of kind {d['kind']!r}: bad or missing fields ({exc})") from exc
 
 
