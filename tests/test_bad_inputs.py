@@ -58,3 +58,35 @@ def test_denoise_refuses_sigma_that_is_not_positive_and_finite():
     with pytest.raises(InputDataError, match="one number"):
         prior.denoise(y, torch.tensor([0.1, 0.2]))
     assert prior.denoise(y, torch.tensor(0.1)).shape == y.shape
+
+
+def test_resume_refuses_states_of_other_data_operators_priors_and_tampered_steps(tmp_path):
+    """Issue 19 audit row 5: the fingerprint held only Σ|y|, shapes and settings, so slice-permuted
+    data, rotated angles or another prior resumed "successfully" to a different result."""
+    from test_sampler_priors import unet_prior
+
+    from diffrecon.operators import SliceWise
+    from diffrecon.recon.diffusion import DDS
+
+    angles = sparse_angles(3)
+    A = SliceWise(ParallelBeam2D((8, 8), angles), axis=0)
+    y = A(torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0)))
+    prior = unet_prior(8, seed=0)
+    state = tmp_path / "s.pt"
+    DDS(prior, steps=4, progress=False)(y, A, save_state=state, stop_after=2)
+    DDS(prior, steps=4, progress=False)(y, A, resume=state)  # the same run resumes
+
+    def refused(match, y=y, A=A, prior=prior, path=state):
+        with pytest.raises(InputDataError, match=match):
+            DDS(prior, steps=4, progress=False)(y, A, resume=path)
+
+    refused("different measurements", y=y.flip(0))  # same Σ|y|, slices permuted
+    refused("another operator", A=SliceWise(ParallelBeam2D((8, 8), angles + 0.1), axis=0))
+    other = unet_prior(8, seed=1)  # same architecture, other weights
+    refused("prior_sha256", prior=other)
+    blob = torch.load(state, map_location="cpu", weights_only=True)
+    for bad in (10**6, -3):
+        blob["step"] = bad
+        tampered = tmp_path / f"t{bad}.pt"
+        torch.save(blob, tampered)
+        refused("not resumable", path=tampered)

@@ -58,7 +58,7 @@ from ...operators.slicewise import SliceWise
 from ...priors.interface import Prior
 from ..validation import check_finite
 from .records import Reconstruction, SolveRecord
-from .state import Snapshot, SolverState, load_state
+from .state import Snapshot, SolverState, load_state, module_sha256, tensor_sha256
 from .state import save_state as write_state
 
 Tensor = torch.Tensor
@@ -418,8 +418,9 @@ class DiffusionSolver(Generic[S]):
         self._nfe = 0
         state = self.init_state(ctx)
         start, seconds_before, resumed_at = 0, 0.0, None
+        fingerprint = self._fingerprint(ctx) if (resume is not None or save_state is not None) else None
         if resume is not None:
-            blob = load_state(resume, self.method, self._fingerprint(ctx), ctx.generator)
+            blob = load_state(resume, self.method, fingerprint, ctx.generator, n_steps=len(ctx.timesteps))
             ctx.generator.set_state(blob["generator"])
             self._nfe = int(blob["nfe"])
             state.load_tensors(blob["state"], ctx.device)
@@ -440,7 +441,7 @@ class DiffusionSolver(Generic[S]):
                 snap = snapshot(i + 1)
                 bar.update(1)
                 if save_state is not None and ((i + 1) % max(1, int(save_every)) == 0 or i + 1 == end):
-                    write_state(save_state, snap, self._fingerprint(ctx),
+                    write_state(save_state, snap, fingerprint,
                                     seconds_before + time.perf_counter() - t0)
                     saved = snap.step
                 if self.on_step is not None:
@@ -448,7 +449,7 @@ class DiffusionSolver(Generic[S]):
                     self.on_step(i, est, {"t": float(ctx.timesteps[i]), "nfe": self._nfe})
         except BaseException:
             if save_state is not None and snap.step > saved:
-                write_state(save_state, snap, self._fingerprint(ctx),
+                write_state(save_state, snap, fingerprint,
                                 seconds_before + time.perf_counter() - t0)
             raise
         finally:
@@ -513,14 +514,24 @@ class DiffusionSolver(Generic[S]):
         )
 
     def _fingerprint(self, ctx: SolveContext) -> dict:
+        """What a state file must match to be resumed: method, settings, shapes, this rank's slab, the
+        exact measurements (SHA-256 of their bytes), the operator (its response to a fixed seeded probe,
+        so other angles or another mask are caught) and the prior (SHA-256 of its weights)."""
+        probe = torch.randn(ctx.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        with torch.no_grad():
+            response = ctx.op(probe.to(device=ctx.device, dtype=ctx.dtype))
         return {
             "method": self.method,
             "settings": self.settings(),
             "shape": list(ctx.shape),
             "n_total": ctx.n_total,
             "lo": ctx.comm.lo,
-            "y_sum": float(ctx.y.abs().double().sum()),
+            "data_sha256": tensor_sha256(ctx.y),
+            "operator_probe": [float(response.abs().double().sum()), float(response.double().real.std())],
+            "prior_sha256": module_sha256(self.prior),
         }
+
+
 
 
 

@@ -11,6 +11,7 @@ anywhere inside a step saves the last completed one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 
@@ -20,8 +21,31 @@ from ...errors import InputDataError
 
 Tensor = torch.Tensor
 
-STATE_FORMAT = "diffrecon-solver-state/2"
-_OLD_FORMATS = ("diffrecon-solver-state/1",)
+STATE_FORMAT = "diffrecon-solver-state/3"
+_OLD_FORMATS = ("diffrecon-solver-state/1", "diffrecon-solver-state/2")
+
+
+def tensor_sha256(t: Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (exact: the same data gives the same digest)."""
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    arr = t.detach().cpu().contiguous()
+    if arr.is_complex():
+        arr = torch.view_as_real(arr)
+    h.update(arr.numpy().tobytes())
+    return h.hexdigest()
+
+
+def module_sha256(module) -> str | None:
+    """SHA-256 over a module's ``state_dict`` (names and tensors); ``None`` for a prior without one."""
+    state_dict = getattr(module, "state_dict", None)
+    if state_dict is None:
+        return None
+    h = hashlib.sha256()
+    for name, value in state_dict().items():
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            h.update(tensor_sha256(value).encode())
+    return h.hexdigest()
 
 
 @dataclasses.dataclass
@@ -87,12 +111,20 @@ def save_state(path: str | os.PathLike, snap: Snapshot, fingerprint: dict, secon
         torch.save(blob, tmp)
 
 
-def load_state(path: str | os.PathLike, who: str, fingerprint: dict, generator: torch.Generator) -> dict:
+def load_state(
+    path: str | os.PathLike,
+    who: str,
+    fingerprint: dict,
+    generator: torch.Generator,
+    n_steps: int | None = None,
+) -> dict:
     """Read a state file (``weights_only``) and check it belongs to this run; returns the blob.
 
     Raises:
-        InputDataError: unreadable file, another format, another device's generator, or a fingerprint
-            (method, settings, shapes, measurements) that differs from this run's.
+        InputDataError: unreadable file, another format, another device's generator, a step outside
+            ``0..n_steps`` or a negative NFE, or a fingerprint (method, settings, shapes, the
+            measurements' SHA-256, the operator's probe response, the prior's weights' SHA-256) that
+            differs from this run's.
     """
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -113,12 +145,24 @@ def load_state(path: str | os.PathLike, who: str, fingerprint: dict, generator: 
             f"not fit a {generator.device.type} generator); resume on the device it was saved on"
         )
     found = blob["fingerprint"]
-    for key in ("method", "settings", "shape", "n_total", "lo"):
+    step, nfe = blob["step"], blob["nfe"]
+    if not (isinstance(step, int) and step >= 0 and (n_steps is None or step <= n_steps)):
+        raise InputDataError(f"{who}: state {path} claims step {step!r}, outside 0..{n_steps}: not resumable")
+    if not (isinstance(nfe, int) and nfe >= 0):
+        raise InputDataError(f"{who}: state {path} claims {nfe!r} network evaluations: not resumable")
+    for key in ("method", "settings", "shape", "n_total", "lo", "prior_sha256"):
         if fingerprint[key] != found.get(key):
             raise InputDataError(
                 f"{who}: state {path} comes from another run: {key} was {found.get(key)!r}, "
                 f"now {fingerprint[key]!r}"
             )
-    if not math.isclose(fingerprint["y_sum"], found["y_sum"], rel_tol=1e-6, abs_tol=1e-12):
+    if fingerprint["data_sha256"] != found.get("data_sha256"):
         raise InputDataError(f"{who}: state {path} was written for different measurements")
+    probe, found_probe = fingerprint["operator_probe"], found.get("operator_probe") or []
+    if len(found_probe) != len(probe) or not all(
+        math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9) for a, b in zip(probe, found_probe, strict=True)
+    ):
+        raise InputDataError(
+            f"{who}: state {path} was written for another operator (geometry, angles, mask or coils differ)"
+        )
     return blob
