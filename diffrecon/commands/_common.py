@@ -82,10 +82,13 @@ def require_finite(result, what: str = "the reconstruction") -> None:
     such a file would look like a success to every later step."""
     import numpy as np
 
-    arr = result.detach().cpu().numpy() if isinstance(result, torch.Tensor) else np.asarray(result)
-    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-    if bad:
+    from ..recon.validation import check_finite
+
+    tensor = result if isinstance(result, torch.Tensor) else torch.as_tensor(np.asarray(result))
+    try:
+        check_finite(tensor.detach(), what)
+    except InputDataError as exc:
         raise InputDataError(
-            f"{what} has {bad} non-finite value(s) of {arr.size}; nothing was written (check the prior "
-            "weights, --image-scale and any --resume state)"
-        )
+            f"{exc}; non-finite results are not written (check the prior weights, --image-scale and any "
+            "--resume state)"
+        ) from None
