@@ -9,12 +9,11 @@ Colin27 sample volume (64³, axial slices = array axis 2, never seen by the prio
                     MRI: the TV-SENSE defaults (λ relative to max|Aᴴy|)
 ``dps``             per-slice DPS (``--dps-steps`` steps, ζ = 1)
 ``dds_2d``          "2D-only diffusion": DDS without the cross-slice TV (``DDS.slice_only``)
-``diffusion_mbir``  DiffusionMBIR with ``--mbir-steps`` steps (paper 2000); CT: the demo's CPU setting
-                    (λ, ρ × ``DEMO_DIFFUSION`` multipliers, see ``recon/defaults.py``), MRI: paper λ, ρ
+``diffusion_mbir``  DiffusionMBIR with ``--mbir-steps`` steps (paper 2000); CT: ``DiffusionMBIR.default_ct``
+                    (λ, ρ by the step-count rule of ``recon/defaults.py``), MRI: paper λ, ρ
 ``dds_paper``       DDS with the paper's settings (``DDS.paper_ct``, 50 NFE; sparse-view CT only)
-``dds``             DDS as the demo runs it: sparse-view CT with ρ × ``DEMO_DIFFUSION["dds"]`` (tuned on
-                    this volume), limited angle and MRI with the paper presets (``DDS.paper_ct(…,
-                    limited_angle=True)``, ``DDS.paper_mri``)
+``dds``             ``DDS.default_ct`` (as the demo and the CLI run it): sparse-view CT with ρ × 0.1
+                    (tuned on the tuning volume), limited angle and MRI with the paper presets
 ==================  ===============================================================================
 
 Each finished (problem, method) is appended to ``--results`` (JSON lines) and its volume saved next to
@@ -51,7 +50,7 @@ LABELS = {"baseline": "FBP / zero-filled", "admm_tv": "ADMM-TV (3-D)", "dps": "D
 def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
     """Run one method on one problem; returns (volume, NFE, settings)."""
     from diffrecon.recon import DDS, DPS, DiffusionMBIR, admm_tv, fbp
-    from diffrecon.recon.defaults import ct_tv_defaults, demo_diffusion_settings, intensity_scale
+    from diffrecon.recon.defaults import ct_tv_defaults, intensity_scale
 
     ct = prob.modality == "ct"
     la = prob.name.startswith("ct-la")
@@ -82,13 +81,11 @@ def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
             solver = DDS.paper_mri(prior, **common)
         elif la or method == "dds_paper":
             solver = DDS.paper_ct(prior, n_views=prob.n_views, limited_angle=la, **common)
-        else:  # sparse view: the demo's setting (ρ tuned on this volume, see recon/defaults.py)
-            solver = DDS.paper_ct(prior, n_views=prob.n_views, **demo_diffusion_settings("dds", prob.n_views),
-                                  **common)
+        else:  # sparse view: diffrecon's default (ρ × 0.1, see recon/defaults.py)
+            solver = DDS.default_ct(prior, n_views=prob.n_views, **common)
     elif method == "diffusion_mbir":
         if ct:
-            cpu = demo_diffusion_settings("diffusion_mbir", prob.n_views, steps=args.mbir_steps)
-            solver = DiffusionMBIR.paper_ct(prior, n_views=prob.n_views, **cpu, **common)
+            solver = DiffusionMBIR.default_ct(prior, n_views=prob.n_views, steps=args.mbir_steps, **common)
         else:
             solver = DiffusionMBIR.paper_mri(prior, steps=args.mbir_steps, **common)
     else:
@@ -140,8 +137,8 @@ def main() -> None:
     p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--prior", default="head-64")
-    p.add_argument("--mbir-steps", type=int, default=100,
-                   help="DiffusionMBIR steps (paper 2000; CPU default 100)")
+    p.add_argument("--mbir-steps", type=int, default=400,
+                   help="DiffusionMBIR steps (paper 2000; default 400, the demo's)")
     p.add_argument("--dps-steps", type=int, default=100, help="DPS steps (paper 1000; CPU default 100)")
     p.add_argument("--results", default="runs/mbir_quality.jsonl", help="JSON-lines results file (resumable)")
     p.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from diffrecon.datasets import sample_volume
+from diffrecon.datasets.synth import tuning_volume
 from diffrecon.metrics import plane_metrics
 from diffrecon.priors import load
 from diffrecon.recon import DDS, DiffusionMBIR
@@ -52,6 +53,15 @@ def main() -> None:
     p.add_argument("--cg-iter", type=int, nargs="+", default=None,
                    help="default: 5 (dds), 1 (diffusion_mbir)")
     p.add_argument("--snr", type=float, nargs="+", default=[0.16], help="DiffusionMBIR Langevin snr")
+    p.add_argument("--n-corrector", type=int, nargs="+", default=[1],
+                   help="DiffusionMBIR Langevin steps per step (paper 1)")
+    p.add_argument("--vp-variance", nargs="+", default=["beta"], choices=["beta", "posterior"],
+                   help="DiffusionMBIR VP predictor noise")
+    p.add_argument("--volume", choices=["sample", "tuning"], default="sample",
+                   help="sample: the held-out Colin27 head (the demo's volume); tuning: a synthetic head "
+                        "that is neither the sample nor in the prior's training bank "
+                        "(diffrecon.datasets.synth.tuning_volume)")
+    p.add_argument("--tuning-seed", type=int, default=1, help="generator seed of --volume tuning")
     p.add_argument("--clip-x0", type=int, nargs="+", default=[0], help="DDS: clamp Tweedie's estimate (0/1)")
     p.add_argument("--slices", type=int, nargs=2, default=None, metavar=("START", "STOP"),
                    help="reconstruct only axial slices START..STOP-1 (quick probes)")
@@ -68,7 +78,10 @@ def main() -> None:
 
     device = torch.device(args.device)
     prior = load(args.prior, device=device)
-    truth, _ = sample_volume()
+    if args.volume == "tuning":
+        truth = torch.from_numpy(tuning_volume(args.tuning_seed)[0])
+    else:
+        truth, _ = sample_volume()
     truth = truth.to(device)
     if args.slices:
         truth = truth[:, :, args.slices[0]:args.slices[1]].contiguous()
@@ -78,13 +91,16 @@ def main() -> None:
         la = {"limited_angle": True} if args.limited_angle and args.method == "dds" else {}
         base = cls.paper_ct(prior, n_views=views, **la)
         grid = itertools.product(args.lam_mult, args.rho_mult, args.tv_axes, steps, cg_iters, args.eta,
-                                 args.snr, args.clip_x0)
-        for lam_m, rho_m, axes, n, cg, eta, snr, clip in grid:
+                                 args.snr, args.clip_x0, args.n_corrector, args.vp_variance)
+        for lam_m, rho_m, axes, n, cg, eta, snr, clip, n_corr, vp_var in grid:
             kw = dict(lam=base.lam * lam_m, rho=base.rho * rho_m, tv_axes="all" if axes == "all" else (axes,),
                       steps=n, cg_iter=cg, seed=args.seed, progress=False)
             if args.chunk_size:
                 kw["chunk_size"] = args.chunk_size
-            kw.update(eta=eta, clip_x0=bool(clip)) if args.method == "dds" else kw.update(snr=snr)
+            if args.method == "dds":
+                kw.update(eta=eta, clip_x0=bool(clip))
+            else:
+                kw.update(snr=snr, n_corrector=n_corr, vp_variance=vp_var)
             solver = cls.paper_ct(prior, n_views=views, **la, **kw)
             t0 = time.perf_counter()
             x, rec = solver(prob.y, prob.operator)
@@ -95,13 +111,16 @@ def main() -> None:
             mean = float(np.mean(list(m["psnr"].values())))
             row = {"method": args.method, "views": views, "limited_angle": args.limited_angle,
                    "lam_mult": lam_m, "rho_mult": rho_m, "tv_axes": axes, "steps": n, "cg_iter": cg,
-                   **({"eta": eta, "clip_x0": bool(clip)} if args.method == "dds" else {"snr": snr}),
+                   **({"eta": eta, "clip_x0": bool(clip)} if args.method == "dds" else
+                      {"snr": snr, "n_corrector": n_corr, "vp_variance": vp_var}),
+                   "volume": args.volume,
                    "slices": args.slices, "psnr_mean": round(mean, 3),
                    **{f"psnr_{k}": round(v, 3) for k, v in m["psnr"].items()},
                    **{f"ssim_{k}": round(v, 4) for k, v in m["ssim"].items()},
                    "nfe": rec.nfe, "seconds": round(sec, 1), "device": str(device)}
             print(json.dumps(row) if args.json else
-                  f"{args.method} views {views} lam×{lam_m:g} rho×{rho_m:g} tv {axes:<3} steps {n} cg {cg}: "
+                  f"{args.method} views {views} lam×{lam_m:g} rho×{rho_m:g} tv {axes:<3} steps {n} cg {cg}"
+                  + ("" if args.method == "dds" else f" corr {n_corr} var {vp_var} snr {snr:g}") + ": "
                   f"PSNR {mean:6.2f} (ax {m['psnr']['axial']:.2f} / cor {m['psnr']['coronal']:.2f} / "
                   f"sag {m['psnr']['sagittal']:.2f}) NFE {rec.nfe} {sec:.0f} s", flush=True)
 

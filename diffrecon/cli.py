@@ -27,8 +27,17 @@ COMMANDS: list[tuple[str, str]] = [
 ]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, ``diffrecon CMD: error: MESSAGE (see
+    `diffrecon CMD --help`)``, exit status 2, like every other diffrecon error (argparse would print the
+    whole usage block first). Sub-command parsers inherit the class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="diffrecon",
         description="Reconstruct images from indirect measurements (CT, MRI, HSI, PDE) with exact operators "
         "and diffusion priors.",
@@ -61,9 +70,21 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _leaf_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the (sub-)sub-command that ``args`` selected, e.g. the one of ``hsi restore``."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or getattr(args, subs[0].dest, None) not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[getattr(args, subs[0].dest)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    leaf = _leaf_parser(parser, args)
+    if extra:  # reported by the sub-command's parser, so the message names the command
+        leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         from . import __version__
 
@@ -72,22 +93,32 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    name = leaf.prog  # "diffrecon simulate", "diffrecon hsi restore", ...
     try:
         with _sigterm_as_interrupt():
             return int(args.func(args) or 0)
     except DiffreconError as exc:
-        print(f"diffrecon {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:  # the file system said no: permission, full disk, a directory where a file goes
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"diffrecon {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(exc.strerror or exc)}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"{name}: error: out of memory (a lower DIFFRECON_MAX_VOLUME_GB refuses such work before it "
+              "starts)", file=sys.stderr)
         return 1
     except Terminated:
-        print(f"diffrecon {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        print(f"{name}: terminated (SIGTERM)", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
-        print(f"diffrecon {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(message) -> str:
+    """Error text on one line (some library messages quote multi-line output of other tools)."""
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -125,7 +125,7 @@ def run_demo(
         size: phantom size (``volume="phantom"`` only).
         methods: subset of :data:`METHODS` (default: all four for the head, FBP and ADMM-TV for the phantom).
         prior: bundled prior name or checkpoint path for the diffusion methods.
-        dds_steps, mbir_steps: override the step counts of :data:`~diffrecon.recon.defaults.DEMO_DIFFUSION`.
+        dds_steps, mbir_steps: override the step counts of :data:`~diffrecon.recon.defaults.DEMO_STEPS`.
         noise: relative Gaussian sinogram noise (σ = noise · max|y|).
         seed: noise and sampler seed.
         device: where everything runs.
@@ -135,7 +135,7 @@ def run_demo(
     """
     from .datasets.ct_simulation import simulate_ct
     from .recon import admm_tv, fbp
-    from .recon.defaults import ct_tv_defaults, demo_diffusion_settings, intensity_scale
+    from .recon.defaults import DEMO_STEPS, ct_tv_defaults, intensity_scale
     from .recon.problems import ct_operator
     from .viz import save_montage
 
@@ -169,8 +169,8 @@ def run_demo(
         classes = {"dds": DDS, "diffusion_mbir": DiffusionMBIR}
         steps = {"dds": dds_steps, "diffusion_mbir": mbir_steps}
         for m in (m for m in methods if m in DIFFUSION_METHODS):
-            cfg = demo_diffusion_settings(m, views, steps=steps[m])
-            solvers[m] = classes[m].paper_ct(net, n_views=views, seed=seed, progress=progress, **cfg)
+            n = steps[m] or DEMO_STEPS[m]
+            solvers[m] = classes[m].default_ct(net, n_views=views, steps=n, seed=seed, progress=progress)
             solvers[m].validate(torch.zeros(op.out_shape, device=device), op)
     sim = simulate_ct(truth, geom, slice_axis=vol.slice_axis, noise=noise, seed=seed)
     log(f"simulated {views}-view parallel-beam CT of {vol.name} {tuple(truth.shape)} (noise {noise})")

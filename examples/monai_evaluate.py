@@ -9,6 +9,11 @@ PSNR and SSIM metrics, and ``SaveImaged`` writing each reconstruction with its s
 
 Without files, two small phantoms are written to ``OUT/inputs`` and used. ``--prior untrained`` runs the
 pipeline with a tiny random-weight network (mechanics only, used by the test suite).
+
+SSIM is computed per axial slice (2-D SSIM, Gaussian window of 11 pixels, or the largest odd size that
+fits the slice) and averaged over all slices of all volumes, so slabs of any thickness work: MONAI's
+3-D SSIM needs at least as many slices as its window (11) and fails on thinner slabs. PSNR is computed
+over whole volumes.
 """
 
 from __future__ import annotations
@@ -53,6 +58,20 @@ def write_phantoms(folder: pathlib.Path, size: int, n: int = 2) -> list[str]:
         nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), affine=torch.eye(4).numpy() * [1.5, 1.5, 1.5, 1]), p)
         paths.append(str(p))
     return paths
+
+
+def ssim_window(height: int, width: int, window: int = 11) -> int:
+    """The SSIM window for slices of ``height`` x ``width``: ``window``, or the largest odd size <= both."""
+    w = min(window, height, width)
+    return w if w % 2 else max(w - 1, 1)
+
+
+def axial_slices(output):
+    """``from_engine(["pred", "label"])`` output (lists of channel-first ``(C, H, W, D)`` volumes) as
+    lists of the ``(C, H, W)`` axial slices, for a 2-D metric."""
+    pred, label = output
+    return ([p[..., k] for p in pred for k in range(p.shape[-1])],
+            [t[..., k] for t in label for k in range(t.shape[-1])])
 
 
 def main(argv=None) -> dict:
@@ -113,6 +132,7 @@ def main(argv=None) -> dict:
         keys="pred", output_dir=str(out), output_postfix="dds", separate_folder=False, resample=False
     )
     pairs = from_engine(["pred", "label"])
+    window = ssim_window(size, size)
     evaluator = SupervisedEvaluator(
         device=device,
         val_data_loader=loader,
@@ -121,7 +141,10 @@ def main(argv=None) -> dict:
         postprocessing=save,
         key_val_metric={"psnr": PeakSignalToNoiseRatio(max_val=1.0, output_transform=pairs)},
         additional_metrics={
-            "ssim": IgniteMetricHandler(SSIMMetric(spatial_dims=3, data_range=1.0), output_transform=pairs)
+            "ssim": IgniteMetricHandler(
+                SSIMMetric(spatial_dims=2, data_range=1.0, win_size=window),
+                output_transform=lambda out: axial_slices(pairs(out)),
+            )
         },
     )
     evaluator.run()

@@ -147,7 +147,7 @@ def test_demo_head_volume_with_diffusion_methods(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert (m["settings"]["slice_axis"] == 2
             and m["settings"]["planes"] == {"axial": 2, "coronal": 1, "sagittal": 0})
-    assert m["methods"]["dds"]["nfe"] == 2 and m["methods"]["diffusion_mbir"]["nfe"] == 3
+    assert m["methods"]["dds"]["nfe"] == 2 and m["methods"]["diffusion_mbir"]["nfe"] == 2  # predictor-only
     for name in ("fbp", "dds", "diffusion_mbir"):
         entry = m["methods"][name]
         assert (out / f"{name}.nii.gz").exists()

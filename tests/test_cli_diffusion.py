@@ -53,7 +53,7 @@ def test_mbir_resume_from_a_saved_state_gives_the_uninterrupted_result(sinogram,
     from diffrecon.recon.diffusion import DiffusionMBIR
 
     data = load_sinogram(sinogram)
-    solver = DiffusionMBIR.paper_ct(load("head-64"), n_views=8, steps=3, progress=False)
+    solver = DiffusionMBIR.default_ct(load("head-64"), n_views=8, steps=3, progress=False)
     state = tmp_path / "state.pt"
     solver(data.sinogram, data.operator(), save_state=state, stop_after=1)
     resumed = tmp_path / "resumed.nii.gz"
@@ -94,6 +94,41 @@ def test_cli_save_state_then_resume_and_bad_state_files(sinogram, tmp_path, caps
     assert "that is the output" in capsys.readouterr().err and not out.exists()
     assert main(base[:2] + [str(tmp_path / "v.nii.gz")] + base[2:]
                 + ["--resume", str(state), "--save-state", str(state)]) == 0
+
+
+def test_one_default_per_method_and_the_paper_one_flag_away(sinogram, tmp_path, capsys):
+    """Issue 19 item 2: `reconstruct` uses the library's default_ct presets (DDS ρ × 0.1; DiffusionMBIR λ, ρ
+    by the step-count rule, predictor-only with the VP head prior); --paper gives the published ones and
+    refuses DiffusionMBIR below 2000 steps unless λ, ρ are given."""
+    from diffrecon.priors import load
+    from diffrecon.recon.diffusion import DDS, DiffusionMBIR
+
+    prior = load("head-64")
+
+    def settings(name):
+        return json.loads((tmp_path / f"{name}.json").read_text())["solver"]
+
+    def run(name, *extra):
+        return main(["reconstruct", str(sinogram), str(tmp_path / f"{name}.nii.gz"), "--quiet", *extra])
+
+    assert run("dds", "--method", "dds", "--steps", "1") == 0
+    assert run("dds_paper", "--method", "dds", "--steps", "1", "--paper") == 0
+    assert settings("dds")["settings"]["rho"] == pytest.approx(DDS.default_ct(prior, 8).rho)
+    assert settings("dds_paper")["settings"]["rho"] == pytest.approx(DDS.paper_ct(prior, 8).rho)
+    assert settings("dds")["settings"]["rho"] == pytest.approx(0.1 * settings("dds_paper")["settings"]["rho"])
+    assert run("mbir", "--method", "mbir", "--steps", "3") == 0
+    rule = DiffusionMBIR.default_ct(prior, 8, steps=3)
+    got = settings("mbir")
+    assert got["settings"]["lam"] == pytest.approx(rule.lam)
+    assert got["settings"]["rho"] == pytest.approx(rule.rho)
+    assert got["settings"]["n_corrector"] == 0 and got["nfe"] == 3
+    capsys.readouterr()
+    assert run("mbir_paper", "--method", "mbir", "--steps", "100", "--paper") == 1
+    err = capsys.readouterr().err
+    assert "--paper with --steps 100" in err and "step-count rule" in err
+    assert not (tmp_path / "mbir_paper.nii.gz").exists()
+    assert run("mbir_own", "--method", "mbir", "--steps", "2", "--paper", "--lam", "0.1", "--rho", "1") == 0
+    assert settings("mbir_own")["settings"]["n_corrector"] == 1 and settings("mbir_own")["nfe"] == 3
 
 
 def test_limited_angle_sinogram_gets_the_limited_angle_weights(tmp_path):

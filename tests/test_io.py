@@ -171,3 +171,58 @@ def test_sinogram_files_with_bad_entries_are_refused_before_any_work(tmp_path, m
     monkeypatch.setenv("DIFFRECON_MAX_VOLUME_GB", "8")
     with pytest.raises(InputDataError, match=r"53\.6 GiB per volume"):
         load_sinogram(huge)
+
+
+def test_complex_and_oversized_niftis_are_refused_from_the_header(tmp_path, monkeypatch):
+    """Issue 19 audit rows 8 and 9: a complex volume lost its imaginary part with only a warning, and a
+    header could claim any size; both are refused before a voxel is read."""
+    import warnings
+
+    p = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3), np.complex64), np.eye(4)), p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ComplexWarning on the way
+        with pytest.raises(InputDataError, match="complex.*magnitude.*real part"):
+            load_nifti(p)
+    big = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    big.header.set_data_shape((4096, 4096, 64))  # 4 GiB of float32 claimed by a 352-byte header
+    (tmp_path / "big.nii").write_bytes(big.header.binaryblock + b"\0" * 4)
+    monkeypatch.setenv("DIFFRECON_MAX_VOLUME_GB", "1")
+    with pytest.raises(InputDataError, match=r"4096x4096x64 float32 image would need 8\.0 GiB"):
+        load_nifti(tmp_path / "big.nii")
+    monkeypatch.setenv("DIFFRECON_MAX_VOLUME_GB", "lots")
+    with pytest.raises(InputDataError, match="DIFFRECON_MAX_VOLUME_GB='lots'"):
+        load_nifti(tmp_path / "big.nii")
+
+
+def test_outputs_that_are_folders_or_under_files_are_refused_before_work(tmp_path):
+    from diffrecon.io import check_writable
+
+    (tmp_path / "out.nii.gz").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(IsADirectoryError, match="is a directory"):
+            check_writable(tmp_path / "out.nii.gz", overwrite)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="a file stands"):
+        check_writable(tmp_path / "file" / "sub" / "x.npz")
+    assert check_writable(tmp_path / "new" / "deeper" / "x.npz") == tmp_path / "new" / "deeper" / "x.npz"
+
+
+def test_written_files_get_the_mode_of_a_plain_file_even_when_the_writer_replaces_them(tmp_path):
+    """Issue 19 audit row 10: exported .safetensors were 0600 while their JSON was 0644 (safetensors
+    writes a new owner-only file in place of the temporary one)."""
+    import os
+
+    from diffrecon.priors import load, save_prior
+
+    umask = os.umask(0o022)
+    try:
+        w, j = save_prior(load("head-64"), tmp_path / "exported")
+        with atomic_path(tmp_path / "replaced.bin") as tmp:
+            tmp.unlink()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (w, j, tmp_path / "replaced.bin")}
+    assert set(modes.values()) == {0o644}, modes

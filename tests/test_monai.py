@@ -106,6 +106,40 @@ def test_monai_example_runs(tmp_path):
     assert np.allclose(out.affine, src.affine)
 
 
+def _example_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("monai_evaluate", ROOT / "examples" / "monai_evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # imports ignite and runs the MONAI evaluator: ~6 s
+def test_monai_example_evaluates_a_slab_thinner_than_the_ssim_window(tmp_path):
+    """Issue 19 audit row 10: MONAI's 3-D SSIM (window 11) crashed on slabs under 11 slices; the example
+    now averages 2-D SSIM over the axial slices, so a 6-slice slab is evaluated."""
+    pytest.importorskip("ignite")
+    import json
+
+    import nibabel as nib
+
+    ex = _example_module()
+    assert ex.ssim_window(64, 64) == 11 and ex.ssim_window(8, 16) == 7 and ex.ssim_window(6, 6) == 5
+    pred, label = ex.axial_slices(([torch.rand(1, 4, 5, 3)], [torch.rand(1, 4, 5, 3)]))
+    assert len(pred) == len(label) == 3 and pred[0].shape == (1, 4, 5)
+    slab = np.zeros((16, 16, 6), np.float32)
+    slab[4:12, 4:12] = 1.0
+    src = tmp_path / "slab.nii.gz"
+    nib.save(nib.Nifti1Image(slab, np.diag([1.0, 1.0, 2.0, 1.0])), src)
+    metrics = ex.main([str(src), "--prior", "untrained", "--size", "16", "--steps", "2", "--out",
+                       str(tmp_path / "out")])
+    assert set(metrics) == {"psnr", "ssim"} and all(np.isfinite(v) for v in metrics.values())
+    assert -1.0 <= metrics["ssim"] <= 1.0
+    assert nib.load(tmp_path / "out" / "slab_dds.nii.gz").shape[:3] == (16, 16, 6)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["files"] == [str(src)]
+
+
 def test_unet_prior_through_inferer():
     prior = unet_prior(16)
     sim = SimulateSparseViewCTd(n_views=2)

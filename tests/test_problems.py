@@ -132,25 +132,49 @@ def test_registry_problems_use_their_builders(name):
     assert p.operator.in_shape[1:] == (16, 16) and p.y.shape[0] == 2
 
 
-def test_demo_diffusion_settings_are_the_paper_values_times_the_demo_multipliers():
+def test_default_ct_presets_are_the_paper_values_times_the_documented_multipliers():
+    """One default per method (library, CLI, demo): DDS ρ × 0.1 for sparse view, the paper's weights at a
+    limited angle; DiffusionMBIR λ, ρ × m(N), predictor-only with a VP prior, the paper from 2000 steps."""
     from test_sampler_priors import gaussian_prior
 
     from diffrecon.recon import DDS, DiffusionMBIR
-    from diffrecon.recon.defaults import DEMO_DIFFUSION, demo_diffusion_settings
+    from diffrecon.recon.defaults import DDS_CT_RHO_MULT, MBIR_WEIGHT_ANCHORS, mbir_weight_multiplier
 
     prior = gaussian_prior(8)
-    for method, cls in (("dds", DDS), ("diffusion_mbir", DiffusionMBIR)):
-        for views in (8, 4):
-            paper = cls.paper_ct(prior, n_views=views)
-            cfg = demo_diffusion_settings(method, views)
-            mult = DEMO_DIFFUSION[method]
-            assert cfg["lam"] == paper.lam * mult["lam_mult"] and cfg["rho"] == paper.rho * mult["rho_mult"]
-            assert cfg["steps"] == mult["steps"] and set(cfg) == {"lam", "rho", "steps"}
-            solver = cls.paper_ct(prior, n_views=views, **cfg)
-            assert (solver.lam, solver.rho, solver.steps) == (cfg["lam"], cfg["rho"], cfg["steps"])
-    assert demo_diffusion_settings("dds", 8, steps=3)["steps"] == 3
-    with pytest.raises(ValueError):
-        demo_diffusion_settings("dps", 8)
+    for views in (8, 4):
+        paper, default = DDS.paper_ct(prior, n_views=views), DDS.default_ct(prior, n_views=views)
+        assert (default.lam, default.rho) == (paper.lam, paper.rho * DDS_CT_RHO_MULT)
+        assert default.settings() | {"rho": paper.rho} == paper.settings()
+        la_paper = DDS.paper_ct(prior, n_views=90, limited_angle=True)
+        assert DDS.default_ct(prior, n_views=90, limited_angle=True).settings() == la_paper.settings()
+        for steps in (3, 200, 400, 1000):
+            m = mbir_weight_multiplier(steps)
+            ref = DiffusionMBIR.paper_ct(prior, n_views=views)
+            got = DiffusionMBIR.default_ct(prior, n_views=views, steps=steps)
+            assert got.steps == steps and got.lam == pytest.approx(ref.lam * m)
+            assert got.rho == pytest.approx(ref.rho * m)
+        assert DiffusionMBIR.default_ct(prior, n_views=views).settings() == ref.settings()  # 2000 = paper
+    # the anchors are hit exactly, m grows with N and is 1 from the paper's 2000 steps on
+    for n, m in MBIR_WEIGHT_ANCHORS:
+        assert mbir_weight_multiplier(n) == pytest.approx(m)
+    ms = [mbir_weight_multiplier(n) for n in (1, 10, 100, 300, 700, 1500, 2000, 10**5)]
+    assert ms == sorted(ms) and ms[-2:] == [1.0, 1.0] and ms[0] > 0
+    with pytest.raises(InputDataError):
+        mbir_weight_multiplier(0)
+    # overrides win over the preset
+    assert DDS.default_ct(prior, n_views=8, rho=1.0, steps=7).rho == 1.0
+    assert DiffusionMBIR.default_ct(prior, n_views=8, steps=400, n_corrector=1).n_corrector == 1
+
+
+def test_default_ct_runs_a_vp_prior_predictor_only_below_the_paper_step_count():
+    from diffrecon.priors import load
+    from diffrecon.recon import DiffusionMBIR
+
+    prior = load("head-64")  # VP
+    short = DiffusionMBIR.default_ct(prior, n_views=8, steps=400)
+    assert (short.n_corrector, short.vp_variance) == (0, "posterior")
+    paper = DiffusionMBIR.default_ct(prior, n_views=8)
+    assert (paper.steps, paper.n_corrector, paper.vp_variance) == (2000, 1, "beta")
 
 
 def test_demo_is_a_library_module():

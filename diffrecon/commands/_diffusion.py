@@ -10,8 +10,13 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("diffusion (--method dds|diffusion_mbir)")
     g.add_argument("--prior", default="head-64", help="prior name or checkpoint path (default head-64)")
     g.add_argument("--steps", type=int, default=None,
-                   help="sampler steps (default: the paper's, DDS 50, DiffusionMBIR 2000; "
-                        "NFE = steps for DDS, 2 x steps - 1 for DiffusionMBIR)")
+                   help="sampler steps (default: the paper's, DDS 50, DiffusionMBIR 2000; NFE = steps for "
+                        "DDS; DiffusionMBIR CT below 2000 steps scales lambda, rho by its step-count rule "
+                        "and runs predictor-only with a VP prior, NFE = steps, else 2 x steps - 1)")
+    g.add_argument("--paper", action="store_true",
+                   help="the published CT settings (DDS.paper_ct / DiffusionMBIR.paper_ct) instead of "
+                        "diffrecon's defaults (DDS rho x 0.1; DiffusionMBIR lambda, rho for the step count); "
+                        "MRI always uses the paper presets")
     g.add_argument("--seed", type=int, default=0, help="sampler seed (same seed, same output)")
     g.add_argument("--image-scale", default="1",
                    help="image value at the top of the prior's range (the head prior: the 99.9th-percentile "
@@ -106,8 +111,25 @@ def _ct_preset_args(geometry) -> dict:
     return out
 
 
+def _check_mbir_paper_steps(args, kw: dict) -> None:
+    """``--paper`` DiffusionMBIR below the paper's 2000 steps without ``--lam``/``--rho``: refused, since
+    the published λ, ρ lock early noise in or diverge with fewer steps (docs/diffusion-mbir-dds.md)."""
+    from ..errors import InputDataError
+    from ..recon.defaults import mbir_weight_multiplier
+
+    steps = kw.get("steps", 2000)
+    if args.paper and steps < 2000 and "lam" not in kw and "rho" not in kw:
+        m = mbir_weight_multiplier(steps)
+        raise InputDataError(
+            f"--paper with --steps {steps}: the paper's lambda, rho belong to 2000 steps and with {steps} "
+            f"they lock the early noise in or diverge; drop --paper (lambda, rho x {m:.3g} by the "
+            "step-count rule) or give --lam and --rho"
+        )
+
+
 def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=None):
-    """Build the solver (the paper's settings for the modality), run it and return ``(volume, record)``.
+    """Build the solver (diffrecon's default CT preset, or the paper's with ``--paper``; the paper's for MRI),
+    run it and return ``(volume, record)``.
 
     ``operator`` maps the volume (its layout is the output's) to ``y``; ``geometry`` (CT) picks the
     sparse-view or limited-angle preset; ``rough_image`` (FBP or zero-filled) is only used by
@@ -134,7 +156,10 @@ def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=No
         preset = _ct_preset_args(geometry)
         if cls is DiffusionMBIR:
             preset.pop("limited_angle", None)
-        solver = cls.paper_ct(prior, **preset, **kw)
+            _check_mbir_paper_steps(args, kw)
+            if not args.paper:
+                kw.setdefault("steps", 2000)
+        solver = (cls.paper_ct if args.paper else cls.default_ct)(prior, **preset, **kw)
     else:
         solver = cls.paper_mri(prior, **kw)
     x, rec = solver(y, operator, save_state=args.save_state, save_every=int(args.save_every),

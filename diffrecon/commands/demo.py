@@ -37,9 +37,52 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_options(args) -> None:
+    """Refuse, before any work, what the demo cannot run: an ``--out`` that is a file or in a read-only
+    folder, outputs there from an earlier run (without ``--overwrite``), fewer than one view or diffusion
+    step, a non-finite or negative ``--noise``, a phantom under 8³, and a phantom or view count whose
+    arrays would not fit in memory (:func:`~diffrecon.io.sinogram.check_memory`)."""
+    import math
+    import pathlib
+
+    from ..datasets.ct_simulation import check_acquisition_memory
+    from ..demo import _check_methods, output_files
+    from ..errors import InputDataError, OutputExistsError
+    from ..io.atomic import check_writable
+    from ..io.sinogram import check_memory
+    from ..operators.geometry import default_n_detectors
+
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputDataError(f"--out {out}: that is a file; the demo writes into a folder")
+    methods = _check_methods(args.methods, args.volume)
+    for name in output_files(methods):
+        check_writable(out / name, overwrite=True)  # a file or read-only folder in the way fails now
+    clash = [f for f in output_files(methods) if (out / f).exists()]
+    if clash and not args.overwrite:
+        raise OutputExistsError(f"{out} already holds {', '.join(clash)}; pass --overwrite to replace them")
+    if args.views < 1:
+        raise InputDataError(f"--views: expected at least one view, found {args.views}")
+    for flag, steps in (("--dds-steps", args.dds_steps), ("--mbir-steps", args.mbir_steps)):
+        if steps is not None and steps < 1:
+            raise InputDataError(f"{flag}: expected a number of steps >= 1, found {steps}")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise InputDataError(f"--noise: expected a relative noise level >= 0, found {args.noise}")
+    n = args.size if args.volume == "phantom" else 64
+    if n < 8:
+        raise InputDataError(f"--size: expected a phantom size >= 8, found {n}")
+    check_memory(10 * 4 * n**3, f"--size {n}", f"ADMM-TV on the {n}^3 volume (about ten float32 volumes)")
+    check_acquisition_memory((n, n), args.views, None, default_n_detectors((n, n)), n)
+    if any(m in ("dds", "diffusion_mbir") for m in methods):
+        from ..priors.registry import resolve
+
+        resolve(args.prior)  # an unknown prior name fails now; its image size is checked by run_demo
+
+
 def run(args) -> int:
     from ..demo import run_demo
 
+    check_options(args)
     run_demo(args.out, views=args.views, volume=args.volume, size=args.size, methods=args.methods,
              prior=args.prior, dds_steps=args.dds_steps, mbir_steps=args.mbir_steps, noise=args.noise,
              seed=args.seed, device=resolve_device(args.device), overwrite=args.overwrite,

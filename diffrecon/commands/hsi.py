@@ -262,6 +262,8 @@ def run_restore(args) -> int:
     for p in [out_path, rec_path] + ([] if args.no_png else [png_path]):
         check_writable(p, args.overwrite)
     device = resolve_device(args.device)
+    if args.task == "sr" and args.factor < 1:
+        raise InputDataError(f"--factor: expected an upscaling factor >= 1, found {args.factor}")
     if args.threads is not None:
         if args.threads < 1:
             raise InputDataError(f"--threads must be >= 1, found {args.threads}")

@@ -86,12 +86,37 @@ def tv_axes(spec: str, slice_axis: int) -> tuple[int, ...]:
     raise InputDataError(f"--tv-axes: expected all, slice or in-plane, found {spec!r}")
 
 
+def check_options(args) -> None:
+    """Refuse, before any file is read, option values no method can use: a non-finite or negative
+    ``--lam``, a ``--rho`` that is not positive, ``--steps`` or ``--save-every`` below 1, and an input
+    that is neither a sinogram ``.npz`` nor a k-space ``.npz``/``.h5``/``.hdf5`` (it would be reported
+    as k-space)."""
+    import math
+    import os
+
+    from ..errors import FileFormatError, InputDataError
+
+    name = os.fspath(args.input).lower()
+    if not name.endswith((".npz", ".h5", ".hdf5")):
+        raise FileFormatError(f"{args.input}: expected a sinogram .npz (CT) or a k-space .npz/.h5/.hdf5 "
+                              f"(MRI), found suffix {os.path.splitext(name)[1] or '(none)'}")
+    if args.lam is not None and not (math.isfinite(args.lam) and args.lam >= 0):
+        raise InputDataError(f"--lam: expected a finite weight >= 0, found {args.lam}")
+    if args.rho is not None and not (math.isfinite(args.rho) and args.rho > 0):
+        raise InputDataError(f"--rho: expected a finite penalty > 0, found {args.rho}")
+    if getattr(args, "save_every", 1) < 1:
+        raise InputDataError(f"--save-every: expected a number of steps >= 1, found {args.save_every}")
+    if getattr(args, "steps", None) is not None and args.steps < 1:
+        raise InputDataError(f"--steps: expected a number of sampler steps >= 1, found {args.steps}")
+
+
 def run(args) -> int:
     from ..errors import InputDataError
     from ..io import check_writable, load_sinogram, save_nifti, write_text_atomic
     from ..io.nifti import require_nifti_name
 
     args.method = canonical_method(args.method)
+    check_options(args)
     if not _is_ct_file(args.input):
         from . import mri
 

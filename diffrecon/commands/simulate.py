@@ -58,7 +58,9 @@ def run(args) -> int:
     else:
         raise InputDataError(f"--slice-axis: expected 0, 1, 2 or auto, found {args.slice_axis!r}")
     image_shape = tuple(s for i, s in enumerate(vol.data.shape) if i != axis)
-    geom = make_geometry(image_shape, args.geometry, args.views, args.limited_angle, args.arc, args.detectors)
+    # refuses, before any array is made, view/bin counts whose sinograms would not fit in memory
+    geom = make_geometry(image_shape, args.geometry, args.views, args.limited_angle, args.arc, args.detectors,
+                         n_slices=int(vol.data.shape[axis]))
     sim = simulate_ct(vol.data, geom, slice_axis=axis, noise=args.noise, seed=args.seed)
     meta = {
         "modality": "ct",

@@ -13,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
 
@@ -209,6 +210,61 @@ def _check_outputs(out: pathlib.Path, args) -> None:
                 raise OutputExistsError(f"--export: {target} already exists; pass --overwrite to replace it")
 
 
+# (option, test, what is expected): checked on the options given (None = left to the default / resume)
+_CHECKS = (
+    ("steps", lambda v: v >= 1, "a number of iterations >= 1"),
+    ("batch_size", lambda v: v >= 1, "a batch size >= 1"),
+    ("image_size", lambda v: v >= 1, "a slice size >= 1 pixel"),
+    ("lr", lambda v: math.isfinite(v) and v > 0, "a finite learning rate > 0"),
+    ("timesteps", lambda v: v >= 1, "a number of diffusion steps >= 1"),
+    ("ema_decay", lambda v: 0 <= v < 1, "an EMA decay in [0, 1)"),
+    ("val_slices", lambda v: v >= 0, "a number of slices >= 0"),
+    ("threads", lambda v: v >= 1, "a thread count >= 1"),
+    ("time_limit", lambda v: math.isfinite(v) and v > 0, "a finite number of minutes > 0"),
+    ("warmup", lambda v: v >= 0, "a number of iterations >= 0"),
+    ("grad_clip", lambda v: math.isfinite(v) and v > 0, "a finite gradient norm > 0"),
+    ("low_t_frac", lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
+    ("low_t_max", lambda v: v >= 1, "a step index >= 1"),
+    ("val_every", lambda v: v >= 1, "a number of iterations >= 1"),
+    ("log_every", lambda v: v >= 1, "a number of iterations >= 1"),
+    ("ckpt_minutes", lambda v: math.isfinite(v) and v > 0, "a finite number of minutes > 0"),
+    ("res_blocks", lambda v: v >= 1, "a number of blocks >= 1"),
+    ("ae_steps", lambda v: v >= 0, "a number of iterations >= 0"),
+)
+
+
+def check_options(args) -> None:
+    """Refuse, before any data are read or any folder is made, option values training cannot use
+    (counts below 1, non-finite or negative rates, fractions outside [0, 1], percentiles out of order,
+    slice axes other than 0, 1, 2, a device that is not cpu or cuda, ``--mixed-precision`` without CUDA):
+    they used to start a run that crashed in PyTorch with a traceback, or trained nothing with exit 0."""
+    from ..errors import InputDataError
+    from ._common import resolve_device
+
+    for name, ok, expected in _CHECKS:
+        value = getattr(args, name, None)
+        if value is not None and not ok(value):
+            raise InputDataError(f"--{name.replace('_', '-')}: expected {expected}, found {value}")
+    lo, hi = args.percentiles
+    if not (0 <= lo < hi <= 100):
+        raise InputDataError(f"--percentiles: expected 0 <= LO < HI <= 100, found {lo:g} {hi:g}")
+    if not args.axes or any(a not in (0, 1, 2) for a in args.axes):
+        raise InputDataError(f"--axes: expected volume axes among 0 1 2, found {args.axes}")
+    if any(c < 1 for c in args.channels) or any(c < 1 for c in args.ae_channels):
+        raise InputDataError(f"--channels: expected positive widths, found {args.channels}")
+    if not (0 < args.beta_start < args.beta_end < 1):
+        raise InputDataError(f"--beta-start/--beta-end: expected 0 < start < end < 1, found "
+                             f"{args.beta_start:g}, {args.beta_end:g}")
+    if not (0 < args.sigma_min < args.sigma_max and math.isfinite(args.sigma_max)):
+        raise InputDataError(f"--sigma-min/--sigma-max: expected 0 < min < max, found "
+                             f"{args.sigma_min:g}, {args.sigma_max:g}")
+    device = resolve_device(args.device)
+    if args.mixed_precision and device.type != "cuda":
+        raise InputDataError("--mixed-precision needs a CUDA device (--device cuda); on CPU training runs in "
+                             "float32")
+    args.device = str(device)
+
+
 def run(args) -> int:
     import numpy as np
     import torch
@@ -216,10 +272,18 @@ def run(args) -> int:
     from ..errors import InputDataError
     from ..priors.train import SliceSource, TrainConfig, _shuffled, slices_from_nifti, train
 
+    check_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputDataError(f"--out {out}: that is a file; the run folder must be a folder (or not exist)")
     _check_outputs(out, args)
+    from ..io.atomic import check_writable
+
+    check_writable(out / "state.json", overwrite=True)  # a read-only place fails now, not after loading
+    if args.export:
+        check_writable(f"{args.export}.json", overwrite=True)
     if args.resume and (out / "state.json").exists():
         saved = json.loads((out / "state.json").read_text())["config"]
         cfg = TrainConfig(**saved)

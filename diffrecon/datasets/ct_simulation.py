@@ -42,6 +42,7 @@ def make_geometry(
     n_detectors: int | None = None,
     source_distance: float | None = None,
     detector_distance: float | None = None,
+    n_slices: int = 0,
 ) -> ParallelGeometry | FanGeometry:
     """A 2-D geometry for slices of ``image_shape`` with sensible defaults.
 
@@ -50,6 +51,11 @@ def make_geometry(
     * parallel: ``n_detectors`` defaults to the image diagonal;
     * fan: source at 2× the image diagonal, detector at 1× (magnification 1.5), and enough bins to
       cover the magnified image circle.
+
+    Before any array is made, the memory of the projector's ray tables and (with ``n_slices``, the
+    slices the acquisition will be simulated on) of the simulated sinograms is estimated and refused
+    when over :func:`~diffrecon.io.sinogram.check_memory`'s limit (half the RAM, or
+    ``DIFFRECON_MAX_VOLUME_GB``): ``--views 1000000000`` must fail with a message, not in the OOM killer.
     """
     if kind not in ("parallel", "fan"):
         raise InputDataError(f"geometry kind must be 'parallel' or 'fan', found {kind!r}")
@@ -57,25 +63,51 @@ def make_geometry(
         raise InputDataError(f"expected n_detectors >= 1 detector bins, found {n_detectors!r}")
     if arc_degrees is not None and not (math.isfinite(arc_degrees) and 0 < arc_degrees <= 360):
         raise InputDataError(f"expected an angular range arc_degrees in (0, 360], found {arc_degrees!r}")
-    if limited_angle_degrees is not None:
-        angles = limited_angles(limited_angle_degrees)
-    else:
-        if n_views is None or int(n_views) < 1:
-            raise InputDataError(f"expected a positive number of views, found {n_views!r}")
-        arc = (180.0 if kind == "parallel" else 360.0) if arc_degrees is None else float(arc_degrees)
-        angles = sparse_angles(int(n_views)) * (arc / 180.0)
+    if limited_angle_degrees is None and (n_views is None or int(n_views) < 1):
+        raise InputDataError(f"expected a positive number of views, found {n_views!r}")
     diag = math.hypot(*image_shape)
-    if kind == "parallel":
-        n_det = default_n_detectors(image_shape) if n_detectors is None else int(n_detectors)
-        return ParallelGeometry(image_shape, angles, n_det)
     s = 2.0 * diag if source_distance is None else float(source_distance)
     d = diag if detector_distance is None else float(detector_distance)
     if n_detectors is None:
-        # half fan angle subtending the image circle, projected onto the flat detector
-        r = 0.5 * diag
-        half = (s + d) * math.tan(math.asin(min(r / s, 0.999)))
-        n_detectors = int(math.ceil(2 * half)) + 2
-    return FanGeometry(image_shape, angles, s, d, n_detectors)
+        if kind == "parallel":
+            n_detectors = default_n_detectors(image_shape)
+        else:  # half fan angle subtending the image circle, projected onto the flat detector
+            half = (s + d) * math.tan(math.asin(min(0.5 * diag / s, 0.999))) if s > 0 else 0.0
+            n_detectors = int(math.ceil(2 * half)) + 2
+    check_acquisition_memory(image_shape, n_views, limited_angle_degrees, int(n_detectors), n_slices)
+    if limited_angle_degrees is not None:
+        angles = limited_angles(limited_angle_degrees)
+    else:
+        arc = (180.0 if kind == "parallel" else 360.0) if arc_degrees is None else float(arc_degrees)
+        angles = sparse_angles(int(n_views)) * (arc / 180.0)
+    if kind == "parallel":
+        return ParallelGeometry(image_shape, angles, int(n_detectors))
+    return FanGeometry(image_shape, angles, s, d, int(n_detectors))
+
+
+def check_acquisition_memory(
+    image_shape, n_views: int | None, limited_angle_degrees: float | None, n_det: int, n_slices: int = 0
+) -> None:
+    """Refuse a CT acquisition whose projector set-up (:data:`~diffrecon.operators._joseph2d.RAY_TABLE_BYTES`
+    per ray) and simulated sinograms (three float32 values per ray and slice: A x, the noise, their sum)
+    would need more memory than :func:`~diffrecon.io.sinogram.check_memory` allows. Uses the counts alone,
+    so it runs before any angle array is made."""
+    from ..io.sinogram import check_memory
+    from ..operators._joseph2d import RAY_TABLE_BYTES
+
+    if limited_angle_degrees is not None:
+        wedge = float(limited_angle_degrees)
+        if not math.isfinite(wedge) or wedge <= 0:
+            return  # limited_angles() reports it
+        n_angles = math.ceil(wedge - 1e-9)  # 1-degree steps, as limited_angles
+    else:
+        n_angles = int(n_views)
+    rays = n_angles * n_det
+    # a simulation holds A x, the noise draw and their sum: three float32 sinograms per slice
+    need = rays * (RAY_TABLE_BYTES + 3 * 4 * max(int(n_slices), 0))
+    slices = f"{n_slices} slices x " if n_slices else ""
+    check_memory(need, f"CT acquisition of {image_shape[0]}x{image_shape[1]} slices",
+                 f"the projector and sinograms of {slices}{n_angles:,} views x {n_det:,} detector bins")
 
 
 @dataclass

@@ -208,6 +208,22 @@ def simulate_mri(volume: Tensor, operator: LinearOperator, snr_db: float | None 
     return MRISimulation(k, sigma, float(snr_db), operator)
 
 
+MULTICOIL_BYTES = 96
+"""Peak bytes per (slice, coil, pixel) of :func:`simulate_multicoil`: the float64 coil-map intermediates
+of :func:`~diffrecon.operators.coils.birdcage_maps`, then complex64 maps, k-space, noise and the noisy
+k-space."""
+
+
+def _check_multicoil_memory(shape: tuple, slice_axis: int, n_coils: int) -> None:
+    """Refuse, before the coil maps are made, a coil count whose arrays would not fit in memory."""
+    from ..io.sinogram import check_memory
+
+    voxels = math.prod(shape)
+    plane = "x".join(str(n) for i, n in enumerate(shape) if i != slice_axis)
+    check_memory(voxels * n_coils * MULTICOIL_BYTES, "simulate_multicoil",
+                 f"{n_coils:,} coils x {shape[slice_axis]} slices of {plane} (maps, k-space and noise)")
+
+
 def simulate_multicoil(
     volume: Tensor | np.ndarray,
     n_coils: int = 8,
@@ -241,6 +257,10 @@ def simulate_multicoil(
 
     Returns:
         :class:`SimulatedMRI`.
+
+    Raises:
+        InputDataError: a bad argument, or a coil count whose maps and k-space would need more memory
+            than the limit (:func:`~diffrecon.io.sinogram.check_memory`), refused before they are made.
     """
     v = torch.as_tensor(np.asarray(volume) if not isinstance(volume, Tensor) else volume).to(torch.float32)
     if v.ndim != 3:
@@ -251,6 +271,7 @@ def simulate_multicoil(
         raise InputDataError(f"simulate_multicoil: slice_axis must be 0, 1 or 2, found {slice_axis}")
     if int(n_coils) < 1:
         raise InputDataError(f"simulate_multicoil: expected n_coils >= 1, found {n_coils}")
+    _check_multicoil_memory(tuple(v.shape), slice_axis, int(n_coils))
     if not math.isfinite(snr_db):
         raise InputDataError(f"simulate_multicoil: expected a finite snr_db, found {snr_db}")
     v = v.clamp_min(0)

@@ -246,3 +246,26 @@ def real_mni_heads(size: int = 64) -> list[np.ndarray]:
         v, _ = frame_head(np.asarray(img.get_fdata(), dtype=np.float32), img.affine, size=size)
         out.append(v)
     return out
+
+
+# The bundled priors' slice banks draw shard k from default_rng([0, k]) (datasets/bank.py, --seed 0), so
+# generator seeds [seed, 0] with seed >= 1 give heads no bundled prior was trained on.
+TUNING_SEED = 1
+
+
+def tuning_volume(seed: int = TUNING_SEED, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic head for tuning solver weights: neither the held-out sample (Colin27, the demo's and
+    the benchmarks' evaluation volume) nor a volume of the bundled priors' training banks.
+
+    It is the first head of generator ``default_rng([seed, 0])`` with the default :class:`SynthConfig`;
+    ``seed`` 0 is the training bank's, so it is refused. Needs ``nilearn`` (extra ``data``).
+
+    Returns:
+        ``(volume, affine)``: float32 ``(size, size, size)`` in [0, 1], RAS axes like the sample volume
+        (axial slices ``volume[:, :, k]``), and the (4, 4) voxel → millimetre affine.
+    """
+    from ..errors import InputDataError
+
+    if int(seed) < 1:
+        raise InputDataError(f"tuning_volume: seed {seed} is the training bank's; use a seed >= 1")
+    return synth_head(load_mni_maps(), np.random.default_rng([int(seed), 0]), size=size)

@@ -1,4 +1,5 @@
-"""File I/O: NIfTI volumes (affine and header kept), sinograms with geometry, atomic writes."""
+"""File I/O: NIfTI volumes (affine and header kept), sinograms with geometry, atomic writes, and the
+memory limit every reader checks declared sizes against (:func:`check_memory`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import importlib
 
 from .atomic import atomic_path, check_writable, write_text_atomic
 from .nifti import NiftiVolume, load_nifti, save_nifti
-from .sinogram import SinogramFile, load_sinogram, save_sinogram
+from .sinogram import SinogramFile, check_memory, load_sinogram, memory_limit_bytes, save_sinogram
 
 _LAZY = {
     "load_kspace": "kspace",
@@ -31,10 +32,12 @@ __all__ = [
     "NiftiVolume",
     "SinogramFile",
     "atomic_path",
+    "check_memory",
     "check_writable",
     "load_kspace",
     "load_nifti",
     "load_sinogram",
+    "memory_limit_bytes",
     "save_kspace",
     "save_nifti",
     "save_sinogram",

@@ -7,6 +7,7 @@ result, and an existing output is only replaced when the caller asked for it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 import tempfile
@@ -16,10 +17,27 @@ from ..errors import OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
-    """Return ``path`` as a Path; raise :class:`OutputExistsError` if it exists and ``overwrite`` is False."""
+    """Return ``path`` as a Path if a file can be written there; commands call it before any work.
+
+    Raises:
+        IsADirectoryError: ``path`` is a directory (never replaced, ``overwrite`` or not).
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        NotADirectoryError: a file stands where a folder above ``path`` should be.
+        PermissionError: the nearest existing folder above ``path`` is not writable by this user.
+    """
     p = pathlib.Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "the output is a directory; name a file inside it", str(p))
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    folder = p.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # atomic_path creates the missing folders below this one
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file stands where the output's folder should be",
+                                 str(folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "the output folder is not writable", str(folder))
     return p
 
 
@@ -46,6 +64,8 @@ def atomic_path(
         yield tmp
         if not overwrite and target.exists():
             raise OutputExistsError(f"{target} appeared while writing; refusing to replace it")
+        # again: some writers (safetensors) replace the file they are given with a new owner-only one
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -142,6 +142,7 @@ def _load_mat(path: pathlib.Path, variable: str | None, band_axis: int):
         with h5py.File(path, "r") as f:
             for k, v in f.items():
                 if isinstance(v, h5py.Dataset):
+                    _check_declared(v.shape, v.dtype, k, path)
                     named[k] = np.asarray(v).T  # MATLAB stores column-major: reverse the axes
     except (ValueError, OSError) as exc:
         raise FileFormatError(f"{path}: not a readable MATLAB file ({exc})") from exc
@@ -158,6 +159,10 @@ def _load_envi(path: pathlib.Path):
         raise FileFormatError(f"{path}: ENVI header {hdr} not found")
     try:
         img = spectral.envi.open(str(hdr))
+    except Exception as exc:  # noqa: BLE001 - spectral raises many exception types
+        raise FileFormatError(f"{path}: cannot read ENVI image ({type(exc).__name__}: {exc})") from exc
+    _check_declared(img.shape, img.dtype, hdr.stem, hdr)
+    try:
         arr = np.asarray(img.load())
     except Exception as exc:  # noqa: BLE001 - spectral raises many exception types
         raise FileFormatError(f"{path}: cannot read ENVI image ({type(exc).__name__}: {exc})") from exc
@@ -169,6 +174,19 @@ def _load_envi(path: pathlib.Path):
         if units.startswith("micro") or units in ("um", "µm"):
             wl = wl * 1000.0
     return make_cube(arr, wavelengths=wl, name=hdr.stem, attrs={"source_file": str(hdr)})
+
+
+def _check_declared(shape, dtype, name, path) -> None:
+    """Refuse a cube from its declared shape and dtype, before reading it: a NetCDF/HDF5 file of a few
+    KB can declare 20000 x 20000 x 100 values (unwritten chunks cost nothing on disk). The estimate is
+    the stored array plus the float64 working copy that restoration makes."""
+    import math
+
+    from .sinogram import check_memory
+
+    n = math.prod(int(d) for d in shape)
+    check_memory(n * (np.dtype(dtype).itemsize + 8), str(path),
+                 f"the cube {name!r} of shape {tuple(int(d) for d in shape)} ({np.dtype(dtype)})")
 
 
 # dimension names seen in NetCDF/ENVI-derived cubes, mapped by name (never by position: a
@@ -196,9 +214,33 @@ def _dims_by_name(path: pathlib.Path, dims: tuple) -> dict:
     return {k: v for k, v in mapping.items() if k != v}
 
 
+def _check_classic_netcdf(path: pathlib.Path) -> None:
+    """A NetCDF-3 (classic or 64-bit offset) file stores its data uncompressed after the header; when it
+    is truncated, the netCDF library reads the missing part as zeros without a word. Mapping the file
+    (no data read) with scipy's reader checks that every declared variable fits in the file."""
+    with open(path, "rb") as fh:
+        if fh.read(4) not in (b"CDF\x01", b"CDF\x02"):
+            return
+    import warnings
+
+    from scipy.io import netcdf_file
+
+    try:
+        nc = netcdf_file(path, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for short or corrupt files
+        raise FileFormatError(
+            f"{path}: a truncated or corrupt NetCDF-3 file ({type(exc).__name__}: {exc})"
+        ) from exc
+    nc.variables.clear()  # drop the mapped arrays so the file closes cleanly
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nc.close()
+
+
 def _load_nc(path: pathlib.Path, variable: str | None):
     import xarray as xr
 
+    _check_classic_netcdf(path)
     try:
         ds = xr.open_dataset(path)
     except Exception as exc:  # noqa: BLE001
@@ -215,12 +257,13 @@ def _load_nc(path: pathlib.Path, variable: str | None):
         if not names or names[0] not in ds:
             raise FileFormatError(f"{path}: no cube variable found (variables: {list(ds.data_vars)})")
         name = "cube" if "cube" in names else names[0]
+        if ds[name].ndim != 3:
+            raise FileFormatError(
+                f"{path}: variable {name!r} has dims {tuple(ds[name].dims)}; a cube needs 3 (y, x, band)"
+            )
+        _check_declared(ds[name].shape, ds[name].dtype, name, path)
         da = ds[name].load()
         da.attrs = {**ds.attrs, **da.attrs}
-    if da.ndim != 3:
-        raise FileFormatError(
-            f"{path}: variable {name!r} has dims {tuple(da.dims)}; a cube needs 3 (y, x, band)"
-        )
     if set(da.dims) != set(DIMS):
         da = da.rename(_dims_by_name(path, tuple(da.dims)))
     da = da.transpose(*DIMS)
@@ -242,7 +285,10 @@ def load_cube(path: str | os.PathLike, variable: str | None = None, band_axis: i
         cube ``DataArray`` with dims ``(y, x, band)``.
 
     Raises:
-        FileFormatError: missing/unreadable file or no 3-D variable.
+        FileFormatError: missing/unreadable file or no 3-D variable (also when ``variable`` names one
+            that is not 3-D).
+        InputDataError: a NetCDF, HDF5 ``.mat`` or ENVI cube whose declared shape would need more memory
+            than the limit (:func:`~diffrecon.io.sinogram.check_memory`), refused before it is read.
     """
     p = pathlib.Path(path)
     if not p.exists():

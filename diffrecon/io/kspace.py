@@ -33,6 +33,7 @@ import torch
 
 from ..errors import FileFormatError, InputDataError, require
 from .atomic import atomic_path, check_writable
+from .sinogram import npz_declared
 
 Tensor = torch.Tensor
 
@@ -143,13 +144,37 @@ def _check_maps(maps: np.ndarray | None, k: np.ndarray, where: str) -> np.ndarra
     return maps.astype(np.complex64, copy=False)
 
 
+_LAYOUT = {
+    "kspace": "complex (slices, coils, kx, ky)",
+    "mask": "(ky,), (kx, ky) or (slices, kx, ky)",
+    "maps": "complex (coils, kx, ky) or (slices, coils, kx, ky)",
+    "target": "real (slices, kx, ky)",
+    "affine": "4x4",
+}
+
+
+def _check_declared(shape, dtype, key: str, path) -> None:
+    """Refuse an entry from its declared shape and dtype, before its data are read: one that would
+    need more memory than :func:`~diffrecon.io.sinogram.check_memory` allows (the reconstruction
+    then holds several arrays of that size)."""
+    import math
+
+    from .sinogram import check_memory
+
+    n = math.prod(int(d) for d in shape)
+    check_memory(n * max(np.dtype(dtype).itemsize, 8), str(path),
+                 f"the {key} entry of shape {tuple(int(d) for d in shape)} ({np.dtype(dtype)})")
+
+
 def load_kspace(path: str | os.PathLike) -> KSpaceData:
     """Read a k-space file (``.h5``/``.hdf5`` fastMRI-style, or ``.npz``); see the module docstring.
 
     Raises:
-        FileFormatError: missing file, unknown suffix, unreadable file, no ``kspace`` entry, wrong rank,
-            non-complex k-space, or a mask/maps/target whose shape does not match the k-space.
-        InputDataError: NaN/Inf k-space or an empty mask.
+        FileFormatError: missing file, unknown suffix, unreadable file, no ``kspace`` entry, an entry
+            that is an HDF5 group instead of a dataset, wrong rank, non-complex k-space, or a
+            mask/maps/target whose shape does not match the k-space.
+        InputDataError: NaN/Inf k-space, an empty mask, or an entry whose declared shape would need
+            more memory than the limit (checked from the header, before the data are read).
     """
     p = pathlib.Path(path)
     fmt = _format(p)
@@ -169,10 +194,18 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
                     )
                 for key in ("kspace", "mask", "maps", "target", "affine"):
                     if key in f:
+                        if not isinstance(f[key], h5py.Dataset):
+                            raise FileFormatError(
+                                f"{p}: '{key}' is an HDF5 {type(f[key]).__name__.lower()}, not a dataset; "
+                                f"expected a {key} array ({_LAYOUT[key]})"
+                            )
+                        _check_declared(f[key].shape, f[key].dtype, key, p)
+                for key in ("kspace", "mask", "maps", "target", "affine"):
+                    if key in f:
                         entries[key] = f[key][()]
                 for key, value in f.attrs.items():
                     attrs[key] = value.item() if isinstance(value, np.generic) else value
-        except FileFormatError:
+        except (FileFormatError, InputDataError):
             raise
         except OSError as exc:
             raise FileFormatError(f"{p}: not a readable HDF5 file ({exc})") from exc
@@ -183,10 +216,13 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
             with np.load(p, allow_pickle=False) as z:
                 if "kspace" not in z.files:
                     raise FileFormatError(f"{p}: expected a 'kspace' array, found arrays {z.files or 'none'}")
+                for key in ("kspace", "mask", "maps", "target", "affine"):
+                    if key in z.files:
+                        _check_declared(*npz_declared(z, key, str(p)), key, p)
                 for key in ("kspace", "mask", "maps", "target", "affine", "slice_axis", "attrs"):
                     if key in z.files:
                         entries[key] = z[key]
-        except FileFormatError:
+        except (FileFormatError, InputDataError):
             raise
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise FileFormatError(f"{p}: not a readable .npz archive ({exc})") from exc

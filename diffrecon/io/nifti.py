@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -30,17 +31,20 @@ def load_nifti(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> N
     Returns the voxel array as a tensor of ``dtype`` in the file's own axis order (no reorientation;
     the affine maps voxel indices to scanner millimetres), the affine and the header.
 
+    Refused from the header alone, before the voxels are read: complex images (diffrecon's volumes are
+    real; casting would silently drop the imaginary part, so pass the magnitude or the real part) and
+    images whose declared shape would need more memory than the limit of
+    :func:`~diffrecon.io.sinogram.check_memory` (a few-KB compressed file can claim terabytes).
+
     Raises:
         FileFormatError: the file is missing or not a readable NIfTI image.
-        InputDataError: the image is not 3-D (a trailing singleton 4th axis is dropped) or holds NaN/Inf.
+        InputDataError: the image is complex, too large for memory, not 3-D (a trailing singleton 4th
+            axis is dropped) or holds NaN/Inf.
     """
-    import nibabel as nib
-
-    if not os.path.exists(path):
-        raise FileFormatError(f"{path}: no such file (expected a NIfTI volume)")
+    out_dtype = np.float64 if dtype == torch.float64 else np.float32
+    img = check_nifti_header(path, np.dtype(out_dtype).itemsize)
     try:
-        img = nib.load(os.fspath(path))
-        arr = np.asarray(img.dataobj, dtype=np.float64 if dtype == torch.float64 else np.float32)
+        arr = np.asarray(img.dataobj, dtype=out_dtype)
     except Exception as exc:  # nibabel raises several unrelated types for bad files
         raise FileFormatError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from exc
     if arr.ndim == 4 and arr.shape[3] == 1:
@@ -53,6 +57,36 @@ def load_nifti(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> N
         )
     return NiftiVolume(torch.from_numpy(np.ascontiguousarray(arr)).to(dtype),
                        np.asarray(img.affine, dtype=np.float64), img.header)
+
+
+def check_nifti_header(path: str | os.PathLike, out_itemsize: int = 4):
+    """Open a NIfTI file lazily and check its header before any voxel is read; returns the nibabel image.
+
+    Refused: a missing or unreadable file (:class:`~diffrecon.errors.FileFormatError`); a complex image
+    (diffrecon's volumes are real and a cast would drop the imaginary part: pass the magnitude or the
+    real part); an image whose declared shape would need more memory than
+    :func:`~diffrecon.io.sinogram.check_memory` allows, counting the stored array and its conversion to
+    ``out_itemsize``-byte floats (a few-KB file can declare terabytes).
+    """
+    import nibabel as nib
+
+    from .sinogram import check_memory
+
+    if not os.path.exists(path):
+        raise FileFormatError(f"{path}: no such file (expected a NIfTI volume)")
+    try:
+        img = nib.load(os.fspath(path))
+        shape, stored = tuple(int(n) for n in img.shape), np.dtype(img.get_data_dtype())
+    except Exception as exc:  # nibabel raises several unrelated types for bad files
+        raise FileFormatError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from exc
+    if np.issubdtype(stored, np.complexfloating):
+        raise InputDataError(
+            f"{path}: the volume is complex ({stored}); diffrecon takes a real volume, so pass its "
+            "magnitude (np.abs) or its real part (np.real) as a float NIfTI"
+        )
+    check_memory(math.prod(shape) * (stored.itemsize + out_itemsize), str(path),
+                 f"reading the {'x'.join(map(str, shape))} {stored} image")
+    return img
 
 
 def require_nifti_name(path: str | os.PathLike) -> None:

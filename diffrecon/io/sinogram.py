@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import FileFormatError, GeometryError, InputDataError
+from ..operators._joseph2d import RAY_TABLE_BYTES
 from ..operators.geometry import geometry_from_dict
 from .atomic import atomic_path
 
@@ -90,29 +91,58 @@ def load_sinogram(path: str | os.PathLike, device: torch.device | str = "cpu") -
                 raise FileFormatError(
                     f"{path}: expected arrays 'sinogram' and 'geometry', missing {sorted(missing)}"
                 )
-            arr = z["sinogram"]
             geom_json = str(z["geometry"])
             meta = json.loads(str(z["metadata"])) if "metadata" in z.files else {}
-    except FileFormatError:
+            try:
+                geometry = geometry_from_dict(json.loads(geom_json))
+            except json.JSONDecodeError as exc:
+                raise FileFormatError(f"{path}: geometry entry is not valid JSON ({exc})") from exc
+            # everything below is checked from the array's header, before its data are read
+            shape, dtype = npz_declared(z, "sinogram", str(path))
+            if not np.issubdtype(dtype, np.floating):
+                raise InputDataError(f"{path}: expected a floating-point sinogram, found dtype {dtype}")
+            _check_matches(shape, geometry, str(path))
+            _check_metadata(meta, shape, geometry, str(path))
+            check_volume_memory(_volume_voxels(shape, geometry), str(path))
+            check_memory(math.prod(shape) * (dtype.itemsize + 4) + _rays(geometry) * RAY_TABLE_BYTES,
+                         str(path), f"the {'x'.join(map(str, shape))} {dtype} sinogram and its projector")
+            arr = z["sinogram"]
+    except (FileFormatError, InputDataError, GeometryError):
         raise
     except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise FileFormatError(
             f"{path}: not a readable diffrecon sinogram .npz ({type(exc).__name__}: {exc})"
         ) from exc
-    try:
-        geometry = geometry_from_dict(json.loads(geom_json))
-    except json.JSONDecodeError as exc:
-        raise FileFormatError(f"{path}: geometry entry is not valid JSON ({exc})") from exc
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InputDataError(f"{path}: expected a floating-point sinogram, found dtype {arr.dtype}")
-    _check_matches(arr.shape, geometry, str(path))
-    _check_metadata(meta, arr.shape, geometry, str(path))
-    check_volume_memory(_volume_voxels(arr.shape, geometry), str(path))
     if not np.isfinite(arr).all():
         raise InputDataError(
             f"{path}: expected finite sinogram values, found {int((~np.isfinite(arr)).sum())} NaN/Inf"
         )
     return SinogramFile(torch.from_numpy(arr).to(device), geometry, meta)
+
+
+def npz_declared(z, name: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of array ``name`` of an open ``np.load`` archive ``z``, read from the ``.npy``
+    header alone (a few bytes, even when the member is compressed), so sizes can be checked before a
+    small file expands into a huge array."""
+    try:
+        with z.zip.open(f"{name}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:  # a newer header: let np.load read it (the data are then read to learn the shape)
+                arr = z[name]
+                return tuple(arr.shape), arr.dtype
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise FileFormatError(f"{where}: cannot read the header of array {name!r} ({exc})") from exc
+    return tuple(int(n) for n in shape), np.dtype(dtype)
+
+
+def _rays(geometry) -> int:
+    if geometry.kind == "cone":
+        return 0  # the cone-beam projector is matrix-free and keeps no per-ray tables
+    return int(geometry.n_angles) * int(geometry.n_detectors)
 
 
 def _volume_voxels(shape: tuple, geometry) -> int:
@@ -121,24 +151,55 @@ def _volume_voxels(shape: tuple, geometry) -> int:
     return int(shape[0]) * math.prod(geometry.image_shape)
 
 
-def check_volume_memory(voxels: int, where: str, bytes_per_voxel: int = 4) -> None:
-    """Refuse, before allocating, a reconstruction whose volume alone would take more than half of this
-    machine's physical memory (iterative methods hold several such volumes). The limit is
-    ``DIFFRECON_MAX_VOLUME_GB`` when that is set, else half the physical RAM."""
+def memory_limit_bytes() -> float | None:
+    """The memory diffrecon allows one input or result to take, in bytes: ``DIFFRECON_MAX_VOLUME_GB``
+    (GiB) when that is set, else half of this machine's physical RAM; ``None`` when neither is known."""
     limit_gb = os.environ.get("DIFFRECON_MAX_VOLUME_GB")
     if limit_gb is not None:
-        limit = float(limit_gb) * 2**30
-    else:
         try:
-            limit = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):
-            return  # no way to know the memory here: no check
-    need = voxels * bytes_per_voxel
-    if need > limit:
-        raise InputDataError(
-            f"{where}: the reconstruction would hold {voxels:,} voxels ({need / 2**30:.1f} GiB per volume), "
-            f"more than the limit of {limit / 2**30:.1f} GiB (half the RAM, or DIFFRECON_MAX_VOLUME_GB)"
-        )
+            limit = float(limit_gb)
+        except ValueError:
+            limit = math.nan
+        if not (math.isfinite(limit) and limit > 0):
+            raise InputDataError(
+                f"DIFFRECON_MAX_VOLUME_GB={limit_gb!r}: expected a positive number of GiB"
+            ) from None
+        return limit * 2**30
+    try:
+        return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None  # no way to know the memory here
+
+
+def check_memory(nbytes: float, where: str, what: str, per: str = "") -> None:
+    """Refuse, before allocating, work whose arrays are estimated at ``nbytes``: more than
+    :func:`memory_limit_bytes` (half the RAM, or ``DIFFRECON_MAX_VOLUME_GB``) would end in the kernel's
+    OOM killer or in swap, minutes later and without a message.
+
+    ``what`` describes the estimate (e.g. ``"the sinogram of 8 slices x 10^9 views x 91 bins"``); the
+    error reads ``"{where}: {what} would need N GiB{per}, more than the limit of L GiB (...)"``.
+
+    Raises:
+        InputDataError: the estimate is over the limit.
+    """
+    limit = memory_limit_bytes()
+    if limit is None or nbytes <= limit:
+        return
+    raise InputDataError(
+        f"{where}: {what} would need {_gib(nbytes)} GiB{per}, more than the limit of "
+        f"{_gib(limit)} GiB (half the RAM, or DIFFRECON_MAX_VOLUME_GB)"
+    )
+
+
+def _gib(nbytes: float) -> str:
+    g = nbytes / 2**30
+    return f"{g:,.1f}" if g >= 1 else f"{g:.2g}"
+
+
+def check_volume_memory(voxels: int, where: str, bytes_per_voxel: int = 4) -> None:
+    """Refuse, before allocating, a reconstruction whose volume alone would take more than the memory
+    limit (:func:`check_memory`; iterative methods hold several such volumes)."""
+    check_memory(voxels * bytes_per_voxel, where, f"the reconstruction of {voxels:,} voxels", " per volume")
 
 
 def _check_metadata(meta: dict, shape: tuple, geometry, where: str) -> None:

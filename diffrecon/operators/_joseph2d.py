@@ -52,6 +52,11 @@ Tensor = torch.Tensor
 # Bytes per stored non-zero: value + int32 column index, stored twice (A and Aᵀ).
 _INDEX_BYTES = 4
 
+RAY_TABLE_BYTES = 136
+"""Peak host memory per ray (view × detector bin) of a projector's set-up, in bytes: the ray set kept
+(four float64 arrays and a bool) plus the dozen float64 temporaries of :func:`count_nonzeros`. Used to
+refuse, before allocating, geometries with absurd view or bin counts."""
+
 
 def _float32_round(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32).astype(np.float64)

@@ -276,7 +276,14 @@ def load_prior(path: str | os.PathLike, device="cpu"):
             )
     except ValueError as exc:
         raise CheckpointError(f"{stem}.json: {exc}") from exc
-    return prior.to(device).eval()
+    prior = prior.to(device).eval()
+    if torch.device(device).type == "cpu" and isinstance(prior, DiffusionPrior) and _spatial_dims(cfg) == 2:
+        prior.use_channels_last()
+    return prior
+
+
+def _spatial_dims(cfg: dict) -> int | None:
+    return (cfg.get("architecture") or {}).get("kwargs", {}).get("spatial_dims")
 
 
 # ----------------------------------------------------------------------------- training state

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         prior.config["sample_volume_denoising"] = res
         print(json.dumps(res, indent=1))
     for f in save_prior(prior, a.dst, overwrite=a.overwrite, dtype=torch.float16 if a.half else None):
-        f.chmod(0o644)  # package data must be world-readable (atomic writes create 0600 files)
+        f.chmod(0o644)  # package data must be world-readable, whatever the umask
     print(f"exported {a.src} -> {a.dst}.safetensors/.json")
     if a.samples:
         sample_grid(prior, a.samples, steps=a.sample_steps, eta=a.sample_eta)

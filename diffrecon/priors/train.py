@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DiffreconError, InputDataError
+from ..errors import DiffreconError, FileFormatError, InputDataError
 from ..metrics import psnr
 from .checkpoint import load_training_state, save_prior, save_training_state
 from .networks import build_network, unet_config
@@ -155,18 +155,12 @@ def slices_from_nifti(
 ) -> np.ndarray:
     """MONAI pipeline: load → channel first → RAS → ``percentiles`` mapped to [0, 1] (clipped) → crop to
     the foreground (> 0.08) → pad to a cube → resize to ``size``³ (anti-aliased trilinear) → informative
-    slices along ``axes``. Returns (N, size, size) float32."""
-    from monai.transforms import (
-        Compose,
-        CropForeground,
-        EnsureChannelFirst,
-        LoadImage,
-        Orientation,
-        Resize,
-        ScaleIntensityRangePercentiles,
-    )
+    slices along ``axes``. Returns (N, size, size) float32.
 
+    Every file's header is checked first (:func:`~diffrecon.io.nifti.check_nifti_header`: unreadable,
+    complex or too large for memory is an error), before MONAI reads any of them."""
     from ..datasets.bank import volume_slices
+    from ..io.nifti import check_nifti_header
 
     files = []
     for p in paths:
@@ -179,6 +173,18 @@ def slices_from_nifti(
             raise InputDataError(f"training data path not found: {p}")
     if not files:
         raise InputDataError(f"no NIfTI files (*.nii, *.nii.gz) found in {list(map(str, paths))}")
+    for f in files:
+        check_nifti_header(f)
+    from monai.transforms import (
+        Compose,
+        CropForeground,
+        EnsureChannelFirst,
+        LoadImage,
+        Orientation,
+        Resize,
+        ScaleIntensityRangePercentiles,
+    )
+
     load = Compose(
         [
             LoadImage(image_only=True),
@@ -190,7 +196,15 @@ def slices_from_nifti(
     )
     out = []
     for f in files:
-        v = load(str(f))
+        try:
+            v = load(str(f))
+        except Exception as exc:  # noqa: BLE001 - MONAI wraps every reader failure in a RuntimeError
+            cause = exc.__cause__ or exc
+            raise FileFormatError(
+                f"{f}: not a readable training volume ({type(cause).__name__}: {cause})"
+            ) from exc
+        if v.ndim != 4 or min(v.shape[1:]) < 1:
+            raise InputDataError(f"{f}: expected a 3-D volume, found shape {tuple(v.shape[1:])}")
         side = max(v.shape[1:])
         v = torch.nn.functional.pad(torch.as_tensor(v), _cube_pad(v.shape[1:], side))
         v = Resize((size, size, size), mode="trilinear", anti_aliasing=True)(v)

@@ -1,5 +1,7 @@
 """Tuned default settings of the classical CT baselines, with the scale rule that makes them portable, and
-the demo's diffusion-solver settings (:func:`demo_diffusion_settings`).
+the diffusion solvers' default CT weights (DDS's ρ multiplier, DiffusionMBIR's step-count rule
+:func:`mbir_weight_multiplier`) behind the library presets ``DDS.default_ct`` / ``DiffusionMBIR.default_ct``,
+which ``diffrecon reconstruct`` and the demo use.
 
 ADMM-TV solves min_x ½‖A x − y‖² + λ Σ_a ‖D_a x‖₁. When the image (and so y) is multiplied by c the
 minimiser scales by c only if λ does too, so the defaults store a *relative* weight λ_rel and use
@@ -63,52 +65,54 @@ def intensity_scale(y: torch.Tensor, operator: LinearOperator) -> float:
     return float((a1 * y).sum()) / den if den > 0 else 1.0
 
 
-# The diffusion solvers in `diffrecon demo` (8-view CT of the 64³ head): λ and ρ as multiples of the
-# paper's values after the exact-adjoint rescaling (`paper_ct`), plus overrides of the paper's settings.
-# DiffusionMBIR runs far fewer than the paper's 2000 steps so the demo finishes in minutes on a CPU;
-# see docs/diffusion-mbir-dds.md for the sweeps (`benchmarks/tune_diffusion.py`) behind these values.
-DEMO_DIFFUSION = {
-    # with the step-9114 head-64 prior the paper's ρ couples the slices too strongly: the 2D-only
-    # baseline (ρ → 0) beat it on every plane; ρ × 0.1 (λ unchanged) was the best of a λ × ρ sweep on the
-    # demo volume (+1.5 / +0.9 / +0.8 dB over the paper's values at 8 views)
-    "dds": {"steps": 50, "lam_mult": 1.0, "rho_mult": 0.1},
-    # at 100 steps the paper's ρ makes the shared split variable d ≈ D_z x of the previous, noisier
-    # iterate pull that noise back in every step (2.6 dB on a 16-slice probe); ρ, λ × 1e-3 keep the data
-    # consistency and most of the cross-slice coupling's benefit without the lag
-    "diffusion_mbir": {"steps": 100, "lam_mult": 1e-3, "rho_mult": 1e-3},
-}
+# DDS's default CT weights (library `DDS.default_ct`, `reconstruct --method dds`, the demo, the benchmarks):
+# the paper's λ with ρ × 0.1. Sweep on the *tuning* volume (synthetic head `tuning_volume()`, axial slab
+# 24–39, 8 views; `tune_diffusion.py --method dds --volume tuning --slices 24 40 --rho-mult 1 0.3 0.1 0.03`):
+# mean PSNR 26.17 (paper ρ) / 26.74 / 26.74 / 26.20 dB; on the sample volume ρ × 0.1 was best too
+# (27.57 against 26.53 for the paper's). With the bundled prior the paper's ρ couples the slices so hard
+# that the shared split variable drags the previous step's slice differences along.
+DDS_CT_RHO_MULT = 0.1
 
-# The paper's CT (λ, ρ) of both diffusion solvers for the reference π/(2N)-scaled back-projector
-# (sparse view; `DDS.paper_ct` / `DiffusionMBIR.paper_ct` start from the same values).
-PAPER_CT_LAM_RHO = {"dds": (0.04, 10.0), "diffusion_mbir": (0.04, 10.0)}
+# DiffusionMBIR: the paper's λ, ρ belong to its 2000 steps. With fewer steps the split variable shared by
+# all steps holds the slice differences of the previous, noisier iterate, and a large ρ locks that noise
+# in, or amplifies it until the result diverges. Rule: λ and ρ (their ratio, the shrink threshold, kept)
+# times m(N), interpolated log-log between measured optima (N, m), extrapolated below the first with the
+# first segment's slope, 1 from the paper's 2000 steps on. Sweeps on the tuning volume's axial slab
+# 24–39, 8 views (`tune_diffusion.py --method diffusion_mbir --volume tuning --slices 24 40 --steps N
+# --lam-mult m --rho-mult m`, plus `--n-corrector 0 --vp-variance posterior` for the predictor-only runs),
+# mean PSNR over the planes:
+#   N = 200, PC (1 corrector): m = 1: 16.33, 0.3 (λ only): 12.95, 0.1: 24.01, 0.03: 23.90 dB
+#   N = 200, predictor-only:   m = 0.1: 24.67 dB (PC with the posterior variance: 24.62, twice the NFE)
+#   N = 400, predictor-only:   m = 1: −0.15 (diverged), 0.6: 21.72, 0.3: 25.33, 0.1: 25.15 dB
+#   N = 2000: the paper's weights work (sample slab, docs/diffusion-mbir-dds.md)
+#   N = 100 on the sample volume (PC): m = 0.01 and 0.001 within 0.01 dB of each other
+# Too small an m costs tenths of a dB, too large diverges, so the rule sits at the optima, not above.
+MBIR_WEIGHT_ANCHORS = ((200, 0.1), (400, 0.3), (2000, 1.0))
+
+# The demo's step counts (8-view CT of the 64³ head on a CPU): DDS its paper's 50; DiffusionMBIR as
+# many steps as fit the demo's 10-minute budget on 2 cores (a VP prior runs predictor-only under
+# DiffusionMBIR.default_ct: one network call per step).
+DEMO_STEPS = {"dds": 50, "diffusion_mbir": 400}
 
 
-def demo_diffusion_settings(method: str, n_views: int, steps: int | None = None) -> dict:
-    """Keyword arguments of ``paper_ct`` for the demo's DDS / DiffusionMBIR (sparse-view CT).
+def mbir_weight_multiplier(steps: int) -> float:
+    """m(N): DiffusionMBIR's λ, ρ as a fraction of the paper's for N ≥ 1 steps
+    (:data:`MBIR_WEIGHT_ANCHORS`, log-log interpolation; m = 1 from 2000 steps on).
 
-    λ and ρ are the paper's values (:data:`PAPER_CT_LAM_RHO`) rescaled for the exact adjoint
-    (:func:`~diffrecon.recon.diffusion.backprojection.exact_equivalent`, as ``paper_ct`` does) and
-    multiplied by :data:`DEMO_DIFFUSION`'s ``lam_mult`` / ``rho_mult``; the other entries of
-    :data:`DEMO_DIFFUSION` (``steps``) override the paper's settings.
-
-    Args:
-        method: ``"dds"`` or ``"diffusion_mbir"``.
-        n_views: projection count of the sparse-view acquisition.
-        steps: override the step count (``None``: the demo's).
-
-    Returns:
-        e.g. ``{"steps": 50, "lam": …, "rho": …}``; use as
-        ``DDS.paper_ct(prior, n_views=n_views, **demo_diffusion_settings("dds", n_views))``.
+    Below the first anchor m keeps falling with the first segment's slope, so very short runs decouple
+    the slices (m → 0: a 2-D sampler with per-step data consistency, which does not diverge).
     """
-    from .diffusion.backprojection import exact_equivalent
+    import math
 
-    if method not in DEMO_DIFFUSION:
-        raise ValueError(
-            f"demo_diffusion_settings: method must be one of {sorted(DEMO_DIFFUSION)}, found {method!r}"
-        )
-    cfg = dict(DEMO_DIFFUSION[method])
-    lam, rho = exact_equivalent(*PAPER_CT_LAM_RHO[method], int(n_views))
-    out = {"lam": lam * cfg.pop("lam_mult"), "rho": rho * cfg.pop("rho_mult"), **cfg}
-    if steps is not None:
-        out["steps"] = int(steps)
-    return out
+    from ..errors import InputDataError
+
+    n = int(steps)
+    if n < 1:
+        raise InputDataError(f"DiffusionMBIR: expected at least one step, found {n}")
+    pts = MBIR_WEIGHT_ANCHORS
+    if n >= pts[-1][0]:
+        return 1.0
+    k = max(i for i in range(len(pts) - 1) if i == 0 or pts[i][0] <= n)
+    (n0, m0), (n1, m1) = pts[k], pts[k + 1]
+    slope = math.log(m1 / m0) / math.log(n1 / n0)
+    return m0 * (n / n0) ** slope

@@ -179,9 +179,7 @@ class DDS(DiffusionSolver[DDSState]):
         2N/π (:func:`~diffrecon.recon.diffusion.exact_equivalent`); ``n_views`` is the number of
         projection angles (the limited-angle 90° wedge at 1° steps has 90).
         """
-        lam, rho = (0.4 if limited_angle else 0.04), 10.0
-        if backprojector == "exact":
-            lam, rho = exact_equivalent(lam, rho, n_views)
+        lam, rho = cls._paper_ct_weights(n_views, limited_angle, backprojector)
         params = dict(
             steps=50,
             eta=0.85,
@@ -196,6 +194,30 @@ class DDS(DiffusionSolver[DDSState]):
         )
         params.update(kw)
         return cls(prior, **params)
+
+    @staticmethod
+    def _paper_ct_weights(n_views: int, limited_angle: bool, backprojector: str) -> tuple[float, float]:
+        lam, rho = (0.4 if limited_angle else 0.04), 10.0
+        if backprojector == "exact":
+            lam, rho = exact_equivalent(lam, rho, n_views)
+        return lam, rho
+
+    @classmethod
+    def default_ct(
+        cls, prior, n_views: int = 8, limited_angle: bool = False, backprojector: str = "exact", **kw
+    ):
+        """diffrecon's default 3-D CT settings: :meth:`paper_ct` with ρ × 0.1 for sparse view
+        (:data:`~diffrecon.recon.defaults.DDS_CT_RHO_MULT`, chosen by a sweep on a tuning volume, see
+        ``docs/diffusion-mbir-dds.md``); limited angle keeps the paper's weights. ``diffrecon reconstruct
+        --method dds``, the demo and the benchmarks use this preset; ``paper_ct`` (``--paper``) is the
+        published one.
+        """
+        from ..defaults import DDS_CT_RHO_MULT
+
+        lam, rho = cls._paper_ct_weights(n_views, limited_angle, backprojector)
+        if not limited_angle:
+            rho *= DDS_CT_RHO_MULT
+        return cls.paper_ct(prior, n_views, limited_angle, backprojector, **{"lam": lam, "rho": rho, **kw})
 
     @classmethod
     def paper_mri(cls, prior, mode: str = "3d", **kw):

@@ -190,6 +190,31 @@ class DiffusionMBIR(DiffusionSolver[MBIRState]):
         return cls(prior, **params)
 
     @classmethod
+    def default_ct(cls, prior, n_views: int = 8, steps: int = 2000, backprojector: str = "exact", **kw):
+        """diffrecon's default CT settings at any step count N (``diffrecon reconstruct``, the demo).
+
+        From the paper's 2000 steps on: :meth:`paper_ct`. Below: λ and ρ times m(N)
+        (:func:`~diffrecon.recon.defaults.mbir_weight_multiplier`; with the paper's weights fewer steps
+        lock the early noise in or diverge, see ``docs/diffusion-mbir-dds.md``), and for a VP prior
+        predictor-only ancestral steps with the posterior variance (``n_corrector=0``,
+        ``vp_variance="posterior"``: at 200 steps on the tuning volume the Langevin corrector gave the same
+        PSNR for twice the network calls). Keywords override any value.
+        """
+        from ..defaults import mbir_weight_multiplier
+
+        m = mbir_weight_multiplier(steps)
+        params = dict(steps=int(steps))
+        if m < 1.0:
+            lam, rho = 0.04 * m, 10.0 * m
+            if backprojector == "exact":
+                lam, rho = exact_equivalent(lam, rho, n_views)
+            params.update(lam=lam, rho=rho)
+            if getattr(prior.schedule, "kind", None) == "vp":
+                params.update(n_corrector=0, vp_variance="posterior")
+        params.update(kw)
+        return cls.paper_ct(prior, n_views, backprojector, **params)
+
+    @classmethod
     def paper_mri(cls, prior, **kw):
         """The released CS-MRI settings (``inverse_problem_solver_BRATS_MRI_3d_total.py``): N = 2000,
         snr = 0.16, λ = 0.005, ρ = 0.01, 1 CG step, TV on z, no closing step.
