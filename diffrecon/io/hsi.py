@@ -180,13 +180,9 @@ def _check_declared(shape, dtype, name, path) -> None:
     """Refuse a cube from its declared shape and dtype, before reading it: a NetCDF/HDF5 file of a few
     KB can declare 20000 x 20000 x 100 values (unwritten chunks cost nothing on disk). The estimate is
     the stored array plus the float64 working copy that restoration makes."""
-    import math
+    from .sinogram import check_declared_array
 
-    from .sinogram import check_memory
-
-    n = math.prod(int(d) for d in shape)
-    check_memory(n * (np.dtype(dtype).itemsize + 8), str(path),
-                 f"the cube {name!r} of shape {tuple(int(d) for d in shape)} ({np.dtype(dtype)})")
+    check_declared_array(shape, dtype, np.dtype(dtype).itemsize + 8, str(path), f"the cube {name!r}")
 
 
 # dimension names seen in NetCDF/ENVI-derived cubes, mapped by name (never by position: a

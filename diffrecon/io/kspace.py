@@ -144,6 +144,7 @@ def _check_maps(maps: np.ndarray | None, k: np.ndarray, where: str) -> np.ndarra
     return maps.astype(np.complex64, copy=False)
 
 
+# the entries a k-space file may hold, with the layout each must have (for error messages)
 _LAYOUT = {
     "kspace": "complex (slices, coils, kx, ky)",
     "mask": "(ky,), (kx, ky) or (slices, kx, ky)",
@@ -157,13 +158,9 @@ def _check_declared(shape, dtype, key: str, path) -> None:
     """Refuse an entry from its declared shape and dtype, before its data are read: one that would
     need more memory than :func:`~diffrecon.io.sinogram.check_memory` allows (the reconstruction
     then holds several arrays of that size)."""
-    import math
+    from .sinogram import check_declared_array
 
-    from .sinogram import check_memory
-
-    n = math.prod(int(d) for d in shape)
-    check_memory(n * max(np.dtype(dtype).itemsize, 8), str(path),
-                 f"the {key} entry of shape {tuple(int(d) for d in shape)} ({np.dtype(dtype)})")
+    check_declared_array(shape, dtype, max(np.dtype(dtype).itemsize, 8), str(path), f"the {key} entry")
 
 
 def load_kspace(path: str | os.PathLike) -> KSpaceData:
@@ -192,7 +189,7 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
                         f"{p}: expected a 'kspace' dataset (slices, coils, kx, ky), found datasets "
                         f"{names or 'none'}"
                     )
-                for key in ("kspace", "mask", "maps", "target", "affine"):
+                for key in _LAYOUT:
                     if key in f:
                         if not isinstance(f[key], h5py.Dataset):
                             raise FileFormatError(
@@ -200,7 +197,7 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
                                 f"expected a {key} array ({_LAYOUT[key]})"
                             )
                         _check_declared(f[key].shape, f[key].dtype, key, p)
-                for key in ("kspace", "mask", "maps", "target", "affine"):
+                for key in _LAYOUT:
                     if key in f:
                         entries[key] = f[key][()]
                 for key, value in f.attrs.items():
@@ -216,7 +213,7 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
             with np.load(p, allow_pickle=False) as z:
                 if "kspace" not in z.files:
                     raise FileFormatError(f"{p}: expected a 'kspace' array, found arrays {z.files or 'none'}")
-                for key in ("kspace", "mask", "maps", "target", "affine"):
+                for key in _LAYOUT:
                     if key in z.files:
                         _check_declared(*npz_declared(z, key, str(p)), key, p)
                 for key in ("kspace", "mask", "maps", "target", "affine", "slice_axis", "attrs"):

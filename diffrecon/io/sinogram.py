@@ -196,6 +196,14 @@ def _gib(nbytes: float) -> str:
     return f"{g:,.1f}" if g >= 1 else f"{g:.2g}"
 
 
+def check_declared_array(shape, dtype, bytes_per_value: int, where: str, label: str) -> None:
+    """:func:`check_memory` for an array known only from its header (``shape``, ``dtype``), before it is
+    read: a file of a few KB can declare terabytes. ``bytes_per_value`` counts the stored value and the
+    working copies the caller will make; the estimate reads ``"{label} of shape (…) (dtype)"``."""
+    shape = tuple(int(d) for d in shape)
+    check_memory(math.prod(shape) * bytes_per_value, where, f"{label} of shape {shape} ({np.dtype(dtype)})")
+
+
 def check_volume_memory(voxels: int, where: str, bytes_per_voxel: int = 4) -> None:
     """Refuse, before allocating, a reconstruction whose volume alone would take more than the memory
     limit (:func:`check_memory`; iterative methods hold several such volumes)."""

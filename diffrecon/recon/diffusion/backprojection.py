@@ -60,6 +60,15 @@ def exact_equivalent(lam: float, rho: float, n_views: int) -> tuple[float, float
     return lam / c, rho / c
 
 
+def paper_ct_weights(n_views: int, backprojector: str = "exact", limited_angle: bool = False):
+    """The published CT (λ, ρ) shared by DiffusionMBIR and DDS: 0.04 (DDS limited angle: 0.4) and 10 for
+    the reference back-projector, rescaled by :func:`exact_equivalent` for ``backprojector="exact"``."""
+    lam, rho = (0.4 if limited_angle else 0.04), 10.0
+    if backprojector == "exact":
+        lam, rho = exact_equivalent(lam, rho, n_views)
+    return lam, rho
+
+
 def final_data_consistency(x: Tensor, y: Tensor, op: LinearOperator) -> Tensor:
     r"""DiffusionMBIR's closing step ("kaczmarz"): x ← x + Aᵀ(y − A x) ⊘ Aᵀ(A 1) (element-wise division).
 

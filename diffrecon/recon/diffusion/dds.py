@@ -46,7 +46,7 @@ import torch
 from ...errors import InputDataError
 from ...operators.linalg import conjugate_gradient
 from ..classical import ADMMTV
-from .backprojection import BACKPROJECTORS, exact_equivalent, reference_data_weight
+from .backprojection import BACKPROJECTORS, paper_ct_weights, reference_data_weight
 from .skeleton import DiffusionSolver, SolveContext, resolve_axes
 from .state import SolverState
 
@@ -179,7 +179,7 @@ class DDS(DiffusionSolver[DDSState]):
         2N/π (:func:`~diffrecon.recon.diffusion.exact_equivalent`); ``n_views`` is the number of
         projection angles (the limited-angle 90° wedge at 1° steps has 90).
         """
-        lam, rho = cls._paper_ct_weights(n_views, limited_angle, backprojector)
+        lam, rho = paper_ct_weights(n_views, backprojector, limited_angle)
         params = dict(
             steps=50,
             eta=0.85,
@@ -195,13 +195,6 @@ class DDS(DiffusionSolver[DDSState]):
         params.update(kw)
         return cls(prior, **params)
 
-    @staticmethod
-    def _paper_ct_weights(n_views: int, limited_angle: bool, backprojector: str) -> tuple[float, float]:
-        lam, rho = (0.4 if limited_angle else 0.04), 10.0
-        if backprojector == "exact":
-            lam, rho = exact_equivalent(lam, rho, n_views)
-        return lam, rho
-
     @classmethod
     def default_ct(
         cls, prior, n_views: int = 8, limited_angle: bool = False, backprojector: str = "exact", **kw
@@ -214,7 +207,7 @@ class DDS(DiffusionSolver[DDSState]):
         """
         from ..defaults import DDS_CT_RHO_MULT
 
-        lam, rho = cls._paper_ct_weights(n_views, limited_angle, backprojector)
+        lam, rho = paper_ct_weights(n_views, backprojector, limited_angle)
         if not limited_angle:
             rho *= DDS_CT_RHO_MULT
         return cls.paper_ct(prior, n_views, limited_angle, backprojector, **{"lam": lam, "rho": rho, **kw})

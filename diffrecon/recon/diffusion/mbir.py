@@ -54,7 +54,7 @@ import torch
 
 from ...errors import InputDataError
 from ..classical import ADMMTV
-from .backprojection import BACKPROJECTORS, exact_equivalent, final_data_consistency, reference_data_weight
+from .backprojection import BACKPROJECTORS, final_data_consistency, paper_ct_weights, reference_data_weight
 from .skeleton import DiffusionSolver, SolveContext, resolve_axes
 from .state import SolverState
 
@@ -171,9 +171,7 @@ class DiffusionMBIR(DiffusionSolver[MBIRState]):
         :func:`~diffrecon.recon.diffusion.exact_equivalent`); ``"reference"`` keeps 0.04 / 10 and scales
         the adjoint instead. ``steps`` may be lowered for CPU runs (say so when reporting).
         """
-        lam, rho = 0.04, 10.0
-        if backprojector == "exact":
-            lam, rho = exact_equivalent(lam, rho, n_views)
+        lam, rho = paper_ct_weights(n_views, backprojector)
         params = dict(
             steps=2000,
             snr=0.16,
@@ -205,10 +203,8 @@ class DiffusionMBIR(DiffusionSolver[MBIRState]):
         m = mbir_weight_multiplier(steps)
         params = dict(steps=int(steps))
         if m < 1.0:
-            lam, rho = 0.04 * m, 10.0 * m
-            if backprojector == "exact":
-                lam, rho = exact_equivalent(lam, rho, n_views)
-            params.update(lam=lam, rho=rho)
+            lam, rho = paper_ct_weights(n_views, backprojector)
+            params.update(lam=lam * m, rho=rho * m)
             if getattr(prior.schedule, "kind", None) == "vp":
                 params.update(n_corrector=0, vp_variance="posterior")
         params.update(kw)
