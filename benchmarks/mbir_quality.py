@@ -11,9 +11,10 @@ Colin27 sample volume (64³, axial slices = array axis 2, never seen by the prio
 ``dds_2d``          "2D-only diffusion": DDS without the cross-slice TV (``DDS.slice_only``)
 ``diffusion_mbir``  DiffusionMBIR with ``--mbir-steps`` steps (paper 2000); CT: ``DiffusionMBIR.default_ct``
                     (λ, ρ by the step-count rule of ``recon/defaults.py``), MRI: paper λ, ρ
-``dds_paper``       DDS with the paper's settings (``DDS.paper_ct``, 50 NFE; sparse-view CT only)
-``dds``             ``DDS.default_ct`` (as the demo and the CLI run it): sparse-view CT with ρ × 0.1
-                    (tuned on the tuning volume), limited angle and MRI with the paper presets
+``dds_paper``       DDS with the paper's settings (``DDS.paper_ct``, 50 NFE; CT only)
+``dds``             ``DDS.default_ct`` (as the demo and the CLI run it): sparse-view CT with ρ × 0.1,
+                    limited angle with the per-slice data step and 30 CG steps (both tuned on the tuning
+                    volume), MRI with the paper preset
 ==================  ===============================================================================
 
 Each finished (problem, method) is appended to ``--results`` (JSON lines) and its volume saved next to
@@ -79,10 +80,10 @@ def solve(method: str, prob, prior, args) -> tuple[torch.Tensor, int, dict]:
     elif method in ("dds", "dds_paper"):
         if not ct:
             solver = DDS.paper_mri(prior, **common)
-        elif la or method == "dds_paper":
+        elif method == "dds_paper":
             solver = DDS.paper_ct(prior, n_views=prob.n_views, limited_angle=la, **common)
-        else:  # sparse view: diffrecon's default (ρ × 0.1, see recon/defaults.py)
-            solver = DDS.default_ct(prior, n_views=prob.n_views, **common)
+        else:  # diffrecon's default: ρ × 0.1 (sparse view), per-slice 30-CG data step (limited angle)
+            solver = DDS.default_ct(prior, n_views=prob.n_views, limited_angle=la, **common)
     elif method == "diffusion_mbir":
         if ct:
             solver = DiffusionMBIR.default_ct(prior, n_views=prob.n_views, steps=args.mbir_steps, **common)

@@ -131,16 +131,25 @@ def test_one_default_per_method_and_the_paper_one_flag_away(sinogram, tmp_path, 
     assert settings("mbir_own")["settings"]["n_corrector"] == 1 and settings("mbir_own")["nfe"] == 3
 
 
-def test_limited_angle_sinogram_gets_the_limited_angle_weights(tmp_path):
+def test_limited_angle_sinogram_gets_the_limited_angle_preset(tmp_path):
+    """A 90° sinogram: the default is the per-slice 30-CG data step, --paper the paper's λ = 0.4 z-TV."""
     sino = tmp_path / "la.npz"
     assert main(["simulate", str(SAMPLE_FILE), str(sino), "--limited-angle", "90"]) == 0
-    out = tmp_path / "la_dds.nii.gz"
-    assert main(["reconstruct", str(sino), str(out), "--method", "dds", "--steps", "1", "--quiet"]) == 0
     from diffrecon.recon.diffusion import exact_equivalent
 
+    def settings(name, *extra):
+        out = tmp_path / f"{name}.nii.gz"
+        assert main(["reconstruct", str(sino), str(out), "--method", "dds", "--steps", "1", "--quiet",
+                     *extra]) == 0
+        return json.loads((tmp_path / f"{name}.json").read_text())["solver"]["settings"]
+
+    default = settings("la_dds")
+    assert (default["mode"], default["cg_iter"]) == ("2d", 30) and "lam" not in default
     lam, _ = exact_equivalent(0.4, 10.0, 90)  # DDS's limited-angle λ = 0.4 (sparse view: 0.04)
-    assert (json.loads((tmp_path / "la_dds.json").read_text())["solver"]["settings"]["lam"]
-            == pytest.approx(lam))
+    paper = settings("la_paper", "--paper")
+    assert (paper["mode"], paper["cg_iter"], paper["lam"]) == ("3d", 5, pytest.approx(lam))
+    own = settings("la_own", "--lam", "0.5")
+    assert (own["mode"], own["cg_iter"], own["lam"]) == ("3d", 30, 0.5)
 
 
 def test_dds_on_multicoil_kspace(tmp_path):

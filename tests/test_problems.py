@@ -133,12 +133,19 @@ def test_registry_problems_use_their_builders(name):
 
 
 def test_default_ct_presets_are_the_paper_values_times_the_documented_multipliers():
-    """One default per method (library, CLI, demo): DDS ρ × 0.1 for sparse view, the paper's weights at a
-    limited angle; DiffusionMBIR λ, ρ × m(N), predictor-only with a VP prior, the paper from 2000 steps."""
+    """One default per method (library, CLI, demo): DDS ρ × 0.1 for sparse view and, at a limited angle,
+    the per-slice data step with 30 CG steps (3-D z-TV when λ or ρ is given); DiffusionMBIR λ, ρ × m(N),
+    predictor-only with a VP prior, the paper from 2000 steps."""
     from test_sampler_priors import gaussian_prior
 
     from diffrecon.recon import DDS, DiffusionMBIR
-    from diffrecon.recon.defaults import DDS_CT_RHO_MULT, MBIR_WEIGHT_ANCHORS, mbir_weight_multiplier
+    from diffrecon.recon.defaults import (
+        DDS_CT_RHO_MULT,
+        DDS_LA_CG_ITER,
+        DDS_LA_MODE,
+        MBIR_WEIGHT_ANCHORS,
+        mbir_weight_multiplier,
+    )
 
     prior = gaussian_prior(8)
     for views in (8, 4):
@@ -146,7 +153,12 @@ def test_default_ct_presets_are_the_paper_values_times_the_documented_multiplier
         assert (default.lam, default.rho) == (paper.lam, paper.rho * DDS_CT_RHO_MULT)
         assert default.settings() | {"rho": paper.rho} == paper.settings()
         la_paper = DDS.paper_ct(prior, n_views=90, limited_angle=True)
-        assert DDS.default_ct(prior, n_views=90, limited_angle=True).settings() == la_paper.settings()
+        la = DDS.default_ct(prior, n_views=90, limited_angle=True)
+        assert (la.mode, la.cg_iter) == (DDS_LA_MODE, DDS_LA_CG_ITER) == ("2d", 30)
+        same = set(la.settings()) & set(la_paper.settings()) - {"mode", "cg_iter"}
+        assert {k: la.settings()[k] for k in same} == {k: la_paper.settings()[k] for k in same}
+        la_3d = DDS.default_ct(prior, n_views=90, limited_angle=True, lam=0.5)
+        assert (la_3d.mode, la_3d.lam, la_3d.rho, la_3d.cg_iter) == ("3d", 0.5, la_paper.rho, 30)
         for steps in (3, 200, 400, 1000):
             m = mbir_weight_multiplier(steps)
             ref = DiffusionMBIR.paper_ct(prior, n_views=views)

@@ -73,6 +73,18 @@ def intensity_scale(y: torch.Tensor, operator: LinearOperator) -> float:
 # that the shared split variable drags the previous step's slice differences along.
 DDS_CT_RHO_MULT = 0.1
 
+# DDS at a limited-angle wedge (90°, 1° steps): the cross-slice TV ADMM costs more than it gives. Its split
+# variables, shared by all steps, hold the volume to earlier slice differences, so the measured part of the
+# spectrum is not fitted (residual ‖Ax − y‖/‖y‖ 1.9 % against ADMM-TV's 0.08 %), and 5 CG steps do not
+# reach the slowly converging wedge edges. `benchmarks/limited_angle.py --volume tuning --methods dds
+# --cg-iter 30 --lam-mult a --rho-mult b`, PSNR axial / coronal / sagittal (ADMM-TV 28.03 / 28.28 / 27.39):
+#   3-D, 30 CG: a = b = 1 (paper's λ, ρ) not run (sample volume: 22.0 / 23.0 / 22.0); a = 1, b = 0.1: 22.0 /
+#   22.1 / 21.6; a = 0.1: 26.7 / 26.9 / 26.5; a = 0.01: 26.9 / 27.3 / 26.9; a = 0.01, b = 0.1: 28.2 / 29.0 /
+#   28.4; a = b = 0.01: 28.9 / 29.7 / 29.0 (weaker coupling is better all the way down);
+#   per-slice data step (no TV), 30 CG: 30.48 / 30.91 / 30.00 — the best, and the default.
+DDS_LA_MODE = "2d"
+DDS_LA_CG_ITER = 30
+
 # DiffusionMBIR: the paper's λ, ρ belong to its 2000 steps. With fewer steps the split variable shared by
 # all steps holds the slice differences of the previous, noisier iterate, and a large ρ locks that noise
 # in, or amplifies it until the result diverges. Rule: λ and ρ (their ratio, the shrink threshold, kept)

@@ -199,18 +199,30 @@ class DDS(DiffusionSolver[DDSState]):
     def default_ct(
         cls, prior, n_views: int = 8, limited_angle: bool = False, backprojector: str = "exact", **kw
     ):
-        """diffrecon's default 3-D CT settings: :meth:`paper_ct` with ρ × 0.1 for sparse view
-        (:data:`~diffrecon.recon.defaults.DDS_CT_RHO_MULT`, chosen by a sweep on a tuning volume, see
-        ``docs/diffusion-mbir-dds.md``); limited angle keeps the paper's weights. ``diffrecon reconstruct
-        --method dds``, the demo and the benchmarks use this preset; ``paper_ct`` (``--paper``) is the
-        published one.
+        """diffrecon's default CT settings, chosen by sweeps on a tuning volume (see
+        ``docs/diffusion-mbir-dds.md``).
+
+        * Sparse view: :meth:`paper_ct` with ρ × 0.1 (:data:`~diffrecon.recon.defaults.DDS_CT_RHO_MULT`).
+        * Limited angle: the per-slice data step (no cross-slice TV) with 30 CG steps
+          (:data:`~diffrecon.recon.defaults.DDS_LA_MODE`, ``DDS_LA_CG_ITER``): at a 90° wedge the paper's
+          z-TV ADMM keeps the measured part of the spectrum from being fitted and loses to ADMM-TV, the
+          per-slice step beats it on every plane. Passing ``lam`` or ``rho`` selects the 3-D z-TV layout
+          with those weights (and 30 CG steps unless ``cg_iter`` is given).
+
+        ``diffrecon reconstruct --method dds``, the demo and the benchmarks use this preset; ``paper_ct``
+        (``--paper``) is the published one.
         """
-        from ..defaults import DDS_CT_RHO_MULT
+        from ..defaults import DDS_CT_RHO_MULT, DDS_LA_CG_ITER, DDS_LA_MODE
 
         lam, rho = paper_ct_weights(n_views, backprojector, limited_angle)
         if not limited_angle:
             rho *= DDS_CT_RHO_MULT
-        return cls.paper_ct(prior, n_views, limited_angle, backprojector, **{"lam": lam, "rho": rho, **kw})
+            return cls.paper_ct(prior, n_views, limited_angle, backprojector,
+                                **{"lam": lam, "rho": rho, **kw})
+        kw = {"cg_iter": DDS_LA_CG_ITER, **kw}
+        if "lam" in kw or "rho" in kw:
+            return cls.paper_ct(prior, n_views, True, backprojector, **{"lam": lam, "rho": rho, **kw})
+        return cls.paper_ct(prior, n_views, True, backprojector, mode=DDS_LA_MODE, **kw)
 
     @classmethod
     def paper_mri(cls, prior, mode: str = "3d", **kw):
