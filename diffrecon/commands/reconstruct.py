@@ -33,8 +33,11 @@ def add_parser(sub) -> None:
         "your own, see docs) with FBP or 3-D anisotropic ADMM-TV, or an MRI k-space file (.npz or "
         "fastMRI-style .h5) with zero filling, CG-SENSE or TV-SENSE (admm_tv); either with DDS or "
         "DiffusionMBIR and a 2-D slice prior (--method dds|diffusion_mbir --prior NAME, resumable with "
-        "--save-state/--resume). The output keeps the source volume's affine; a JSON record of the run "
-        "(method, settings, seconds) is written next to it.",
+        "--save-state/--resume). CT: the output NIfTI gets the header of the volume `diffrecon simulate` "
+        "read (stored in the .npz: qform and sform matrices and codes, units, pixdim, dim_info; descrip "
+        "names the method; float32, unscaled), or the header and affine of --reference; a sinogram without "
+        "a stored header gets its metadata affine alone. A JSON record of the run (method, settings, "
+        "seconds) is written next to the output.",
     )
     p.add_argument("input", help="measurement file: sinogram .npz (CT) or k-space .npz/.h5 (MRI)")
     p.add_argument("output", help="output NIfTI volume (.nii.gz)")
@@ -53,6 +56,10 @@ def add_parser(sub) -> None:
                    help="TV axes: all (3-D), slice (across slices only), in-plane")
     add_device_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--reference", default=None, metavar="NIFTI",
+                   help="CT: write the output with the header and affine of this NIfTI volume (or DICOM "
+                        "series folder) instead of those stored in the sinogram; its shape must equal the "
+                        "reconstruction's")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     from . import _diffusion, mri
 
@@ -110,14 +117,51 @@ def check_options(args) -> None:
         raise InputDataError(f"--steps: expected a number of sampler steps >= 1, found {args.steps}")
 
 
+def output_shape(data) -> tuple[int, int, int]:
+    """The shape of the volume a CT reconstruction of ``data`` (a :class:`~diffrecon.io.SinogramFile`) has:
+    the cone-beam geometry's volume, or the 2-D image with the slice count inserted at the slice axis."""
+    if data.geometry.kind == "cone":
+        return tuple(int(n) for n in data.geometry.volume_shape)
+    shape = [int(n) for n in data.geometry.image_shape]
+    shape.insert(data.slice_axis % 3, int(data.sinogram.shape[0]))
+    return tuple(shape)
+
+
+def reference_geometry(path: str, shape: tuple[int, ...]):
+    """Affine and header of the ``--reference`` volume, refused unless its shape is ``shape``. A NIfTI
+    file is read from its header alone; a folder is read as a DICOM series."""
+    import os
+
+    from ..errors import InputDataError
+    from ..io.nifti import check_nifti_header
+
+    if os.path.isdir(path):
+        from ..io.dicom import load_dicom_series
+
+        ref = load_dicom_series(path)
+        ref_shape, affine, header = tuple(ref.data.shape), ref.affine, ref.header
+    else:
+        img = check_nifti_header(path)
+        ref_shape, affine, header = tuple(int(n) for n in img.shape), np.asarray(img.affine), img.header
+        if len(ref_shape) == 4 and ref_shape[3] == 1:
+            ref_shape = ref_shape[:3]
+    if tuple(ref_shape) != tuple(shape):
+        raise InputDataError(f"--reference {path}: its shape {tuple(ref_shape)} differs from the "
+                             f"reconstruction's {tuple(shape)}; pass the volume the sinogram was made from")
+    return np.asarray(affine, dtype=np.float64), header
+
+
 def run(args) -> int:
     from ..errors import InputDataError
-    from ..io import check_writable, load_sinogram, save_nifti, write_text_atomic
+    from ..io import check_writable, load_sinogram, output_header, save_nifti, write_text_atomic
     from ..io.nifti import require_nifti_name
 
     args.method = canonical_method(args.method)
     check_options(args)
     if not _is_ct_file(args.input):
+        if getattr(args, "reference", None):
+            raise InputDataError("--reference applies to CT sinograms; k-space reconstructions keep the "
+                                 "affine stored in the k-space file")
         from . import mri
 
         return mri.run_reconstruct(args)
@@ -129,6 +173,11 @@ def run(args) -> int:
     check_writable(record_path(args.output), args.overwrite)
     device = resolve_device(args.device)
     data = load_sinogram(args.input, device=device)
+    # the output's header and affine: --reference, else the source header stored by simulate, else the
+    # metadata affine alone (sinograms written by other tools or by diffrecon before headers were stored)
+    affine, header = data.affine, data.header
+    if getattr(args, "reference", None):
+        affine, header = reference_geometry(args.reference, output_shape(data))
     op = data.operator().to(device)
     if args.method in DIFFUSION_METHODS:
         from . import _diffusion
@@ -168,10 +217,14 @@ def run(args) -> int:
             vol = admm_tv(data.sinogram, op, settings["lam"], settings["rho"], settings["n_iter"],
                           settings["cg_iter"], axes=settings["axes"], progress=not args.quiet)
     require_finite(vol)
-    save_nifti(args.output, vol, data.affine, overwrite=args.overwrite)
+    if header is not None:
+        header = output_header(header, f"diffrecon reconstruct {args.method}")
+    save_nifti(args.output, vol, affine, header, overwrite=args.overwrite)
     record = {"command": "reconstruct", "input": str(args.input), "output": str(args.output), **settings,
               "geometry": data.geometry.kind, "views": data.geometry.n_angles, "device": str(device),
               "seconds": round(t.seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    if getattr(args, "reference", None):
+        record["reference"] = str(args.reference)
     write_text_atomic(record_path(args.output), dump_json(record), args.overwrite)
     print(f"wrote {args.output} ({args.method}, {t.seconds:.1f} s)")
     return 0

@@ -1,4 +1,5 @@
-"""``diffrecon simulate``: NIfTI volume → simulated measurements (CT sinogram + geometry in ``.npz``)."""
+"""``diffrecon simulate``: NIfTI volume or DICOM series → simulated measurements (CT sinogram + geometry
+and the source's NIfTI header in ``.npz``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from ._common import dump_json, record_path
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "simulate",
-        help="simulate CT (or MRI) measurements of a NIfTI volume",
-        description="Simulate measurements of a NIfTI volume. CT: every slice along --slice-axis is "
-        "projected with a parallel- or fan-beam geometry and white Gaussian noise is added; the sinogram and "
-        "its geometry are written to OUTPUT.npz (read back by `diffrecon reconstruct`). MRI: multi-coil "
+        help="simulate CT (or MRI) measurements of a NIfTI volume or a DICOM series",
+        description="Simulate measurements of a NIfTI volume. CT: INPUT may also be a folder holding one "
+        "DICOM series (read in RAS+ like a NIfTI conversion); every slice along --slice-axis is "
+        "projected with a parallel- or fan-beam geometry and white Gaussian noise is added; the sinogram, "
+        "its geometry and the source's NIfTI header (so `diffrecon reconstruct` writes the volume with the "
+        "source's qform/sform, codes, units and spacing) are written to OUTPUT.npz. MRI: multi-coil "
         "k-space with simulated coil maps, an undersampling mask and complex noise at --snr-db (see "
         "docs/mri.md).",
     )
-    p.add_argument("input", help="input NIfTI volume (.nii or .nii.gz)")
+    p.add_argument("input", help="input NIfTI volume (.nii or .nii.gz), or for CT a folder holding one "
+                                 "DICOM series")
     p.add_argument("output", help="output measurement file (.npz)")
     p.add_argument("--modality", choices=["ct", "mri"], default="ct")
     g = p.add_argument_group("CT (--modality ct)")
@@ -46,11 +50,11 @@ def run(args) -> int:
         return mri.run_simulate(args)
     from ..datasets.ct_simulation import axial_axis, make_geometry, simulate_ct
     from ..errors import InputDataError
-    from ..io import check_writable, load_nifti, save_sinogram, write_text_atomic
+    from ..io import check_writable, load_volume, save_sinogram, write_text_atomic
 
     check_writable(args.output, args.overwrite)
     check_writable(record_path(args.output), args.overwrite)
-    vol = load_nifti(args.input)
+    vol = load_volume(args.input)  # a NIfTI file, or a folder holding one DICOM series
     if args.slice_axis == "auto":
         axis = axial_axis(vol.affine)
     elif args.slice_axis in ("0", "1", "2"):
@@ -72,7 +76,7 @@ def run(args) -> int:
         "noise_sigma": sim.noise_sigma,
         "seed": args.seed,
     }
-    save_sinogram(args.output, sim.sinogram, geom, meta, overwrite=args.overwrite)
+    save_sinogram(args.output, sim.sinogram, geom, meta, overwrite=args.overwrite, header=vol.header)
     write_text_atomic(record_path(args.output), dump_json({"command": "simulate", **meta,
                                                             "geometry": geom.to_dict()}), args.overwrite)
     print(f"wrote {args.output}: sinogram {tuple(sim.sinogram.shape)} ({geom.kind}, {geom.n_angles} views, "

@@ -1,13 +1,16 @@
-"""File I/O: NIfTI volumes (affine and header kept), sinograms with geometry, atomic writes, and the
-memory limit every reader checks declared sizes against (:func:`check_memory`)."""
+"""File I/O: NIfTI volumes (affine and header kept) and DICOM series, sinograms with geometry (and the
+source's NIfTI header), atomic writes, and the memory limit every reader checks declared sizes against
+(:func:`check_memory`)."""
 
 from __future__ import annotations
 
 import importlib
 
 from .atomic import atomic_path, check_writable, write_text_atomic
-from .nifti import NiftiVolume, load_nifti, save_nifti
+from .dicom import load_dicom_series, save_dicom_series
+from .nifti import NiftiVolume, header_bytes, header_from_bytes, load_nifti, output_header, save_nifti
 from .sinogram import SinogramFile, check_memory, load_sinogram, memory_limit_bytes, save_sinogram
+from .volume import load_volume
 
 _LAZY = {
     "load_kspace": "kspace",
@@ -34,10 +37,16 @@ __all__ = [
     "atomic_path",
     "check_memory",
     "check_writable",
+    "header_bytes",
+    "header_from_bytes",
+    "load_dicom_series",
     "load_kspace",
     "load_nifti",
     "load_sinogram",
+    "load_volume",
     "memory_limit_bytes",
+    "output_header",
+    "save_dicom_series",
     "save_kspace",
     "save_nifti",
     "save_sinogram",

@@ -77,3 +77,60 @@ def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = Fals
     with atomic_path(path, overwrite) as tmp:
         tmp.write_text(text)
     return pathlib.Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(
+    path: str | os.PathLike, overwrite: bool = False, replaceable_suffix: str = ""
+) -> Iterator[pathlib.Path]:
+    """Yield a fresh temporary folder beside ``path``; on success it takes ``path``'s place.
+
+    For outputs made of many files (a DICOM series): a failure part-way leaves the old folder (or
+    nothing), never a half-written series. ``path`` may be absent or an empty folder. A non-empty folder
+    is replaced only when ``overwrite`` is True *and* every entry in it is a plain file whose name ends in
+    ``replaceable_suffix`` (e.g. ``.dcm``), so an overwrite never deletes unrelated files or sub-folders.
+
+    Raises:
+        NotADirectoryError: ``path`` is a file.
+        OutputExistsError: ``path`` is a non-empty folder and ``overwrite`` is False, or it holds
+            entries that are not replaceable.
+    """
+    import shutil
+
+    target = pathlib.Path(path)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the output must be a folder, not a file", str(target))
+    existing = sorted(target.iterdir()) if target.is_dir() else []
+    if existing and not overwrite:
+        raise OutputExistsError(f"{target} is a non-empty folder; pass overwrite=True (CLI: --overwrite) "
+                                "to replace it")
+    foreign = [p.name for p in existing
+               if not (p.is_file() and not p.is_symlink() and p.name.endswith(replaceable_suffix))]
+    if existing and (foreign or not replaceable_suffix):
+        raise OutputExistsError(f"{target} holds entries this writer did not make ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}); name an empty or new folder")
+    parent = target.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder owner-only
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        if any(target.iterdir()) and not overwrite:
+            raise OutputExistsError(f"{target} was filled while writing; refusing to replace it")
+        old = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+        os.rmdir(old)
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)  # put the previous series back
+            raise
+        shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

@@ -104,11 +104,24 @@ def save_nifti(
     header=None,
     overwrite: bool = False,
 ) -> None:
-    """Write a 3-D volume as NIfTI atomically, with ``affine`` and (a copy of) ``header``.
+    """Write a 3-D volume as NIfTI-1 atomically, with ``affine`` and (a copy of) ``header``.
 
     The stored data type is float32 whatever the source header said (a reconstruction is not an
-    integer image). ``volume`` may be a tensor on any device or a MONAI ``MetaTensor`` (its affine is
-    used when ``affine`` is None).
+    integer image), without scaling (``scl_slope`` NaN). ``volume`` may be a tensor on any device or a
+    MONAI ``MetaTensor`` (its affine is used when ``affine`` is None).
+
+    How the affine and the header combine (``header`` a nibabel NIfTI-1 or NIfTI-2 header; a NIfTI-2
+    header is converted to NIfTI-1 field by field):
+
+    * no header: the affine is written as the sform with code 2 (aligned), qform code 0 (nibabel's
+      default for a new image); no affine either: the identity;
+    * a header and no affine: the header's qform and sform, matrices and codes, are written as they are;
+    * a header whose sform (when ``sform_code > 0``, else its qform when ``qform_code > 0``) equals
+      ``affine`` to 1e-4 mm: the header wins, so both matrices, both codes, ``pixdim`` and the rest are
+      written exactly as the header has them;
+    * a header that disagrees with ``affine`` (say, a sub-volume's shifted affine): the affine wins and
+      is written as both sform and qform, each keeping the header's code (sform code 2 where the header
+      had 0, qform code 0 stays 0); ``pixdim`` follows the affine.
     """
     import nibabel as nib
 
@@ -119,12 +132,148 @@ def save_nifti(
     if arr.ndim != 3:
         raise InputDataError(f"save_nifti: expected a 3-D volume, found shape {arr.shape}")
     require_nifti_name(path)
-    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise InputDataError(f"save_nifti: expected a 4x4 affine, found shape {affine.shape}")
-    hdr = header.copy() if header is not None else None
-    img = nib.Nifti1Image(arr.astype(np.float32), affine, header=hdr)
+    if affine is not None:
+        affine = np.asarray(affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise InputDataError(f"save_nifti: expected a 4x4 affine, found shape {affine.shape}")
+    if header is None:
+        img = nib.Nifti1Image(arr.astype(np.float32), np.eye(4) if affine is None else affine)
+    else:
+        hdr = _as_nifti1(header, "save_nifti")
+        if affine is not None and not _header_matches(hdr, affine):
+            sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+            hdr.set_sform(affine, code=sform_code or 2)
+            hdr.set_qform(affine, code=qform_code)
+        # affine=None: nibabel takes the header's qform/sform as they are and does not rewrite them
+        img = nib.Nifti1Image(arr.astype(np.float32), None, header=hdr)
     img.set_data_dtype(np.float32)
     img.header["scl_slope"], img.header["scl_inter"] = np.nan, np.nan  # data are stored unscaled
     with atomic_path(path, overwrite) as tmp:
         nib.save(img, os.fspath(tmp))
+
+
+def _header_matches(hdr, affine: np.ndarray, atol: float = 1e-4) -> bool:
+    """Whether the header's best coded affine (sform, else qform) equals ``affine`` to ``atol`` mm."""
+    if int(hdr["sform_code"]) > 0:
+        ref = hdr.get_sform()
+    elif int(hdr["qform_code"]) > 0:
+        ref = hdr.get_qform()
+    else:
+        return False
+    return bool(np.allclose(ref, affine, rtol=0.0, atol=atol))
+
+
+def _as_nifti1(header, where: str):
+    """A NIfTI-1 single-file (``n+1``) copy of a nibabel NIfTI-1 or NIfTI-2 header.
+
+    A NIfTI-2 header is converted field by field (every NIfTI-1 field exists in NIfTI-2, with wider types),
+    so qform/sform matrices and codes, ``pixdim`` (time included), units and ``dim_info`` carry over;
+    a dimension above NIfTI-1's 32767 is refused.
+    """
+    import nibabel as nib
+
+    if not isinstance(header, nib.Nifti1Header):  # Nifti2Header is a subclass of Nifti1Header
+        raise InputDataError(
+            f"{where}: expected a nibabel NIfTI-1 or NIfTI-2 header, found {type(header).__name__}; "
+            "convert it with nibabel.Nifti1Header.from_header(header)"
+        )
+    if not isinstance(header, nib.Nifti2Header):
+        out = nib.Nifti1Header(header.binaryblock, endianness=header.endianness)
+        out["magic"] = out.single_magic  # a .hdr/.img pair's header, written as one .nii file
+        return out
+    if int(np.max(header["dim"][1:])) > np.iinfo(np.int16).max:
+        raise InputDataError(f"{where}: NIfTI-2 dimensions {header['dim'][1:].tolist()} do not fit NIfTI-1 "
+                             "(at most 32767 per axis); crop the volume")
+    out = nib.Nifti1Header()
+    for key in out.keys():
+        if key in ("sizeof_hdr", "magic", "vox_offset") or key not in header:
+            continue
+        out[key] = header[key]
+    return out
+
+
+NIFTI1_HEADER_BYTES = 348
+NIFTI2_HEADER_BYTES = 540
+
+
+def header_bytes(header) -> np.ndarray:
+    """The raw bytes of a NIfTI header as a 1-D uint8 array, to store beside derived data (e.g. in a
+    sinogram ``.npz``) and rebuild with :func:`header_from_bytes`.
+
+    A NIfTI-1 header gives its 348 bytes, a NIfTI-2 header its 540 bytes, both in the header's own byte
+    order (extensions are not part of the header and are not kept).
+
+    Raises:
+        InputDataError: ``header`` is not a nibabel NIfTI-1 or NIfTI-2 header (e.g. Analyze or MGH;
+            convert it with ``nibabel.Nifti1Header.from_header``).
+    """
+    import nibabel as nib
+
+    if not isinstance(header, nib.Nifti1Header):
+        raise InputDataError(
+            f"header_bytes: expected a nibabel NIfTI-1 or NIfTI-2 header, found {type(header).__name__}; "
+            "convert it with nibabel.Nifti1Header.from_header(header)"
+        )
+    return np.frombuffer(header.binaryblock, dtype=np.uint8).copy()
+
+
+def header_from_bytes(arr, where: str = "header_from_bytes"):
+    """Rebuild a nibabel header from the bytes :func:`header_bytes` gave.
+
+    ``arr``: a 1-D uint8 array (or ``bytes``) of 348 bytes (NIfTI-1, magic ``n+1`` or ``ni1``; returns a
+    ``nibabel.Nifti1Header``) or 540 bytes (NIfTI-2, magic ``n+2`` or ``ni2``; returns a
+    ``nibabel.Nifti2Header``), in either byte order. ``where`` prefixes error messages (a file name).
+
+    Raises:
+        FileFormatError: not uint8, the wrong length, a ``sizeof_hdr`` field that disagrees with the
+            length, a wrong magic string, or fields nibabel cannot read.
+    """
+    import io
+
+    import nibabel as nib
+
+    if isinstance(arr, (bytes, bytearray)):
+        arr = np.frombuffer(bytes(arr), dtype=np.uint8)
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim != 1:
+        raise FileFormatError(f"{where}: a stored NIfTI header must be a 1-D uint8 array, found "
+                              f"{arr.dtype} of shape {arr.shape}; store header_bytes(header)")
+    raw = arr.tobytes()
+    kinds = {NIFTI1_HEADER_BYTES: (nib.Nifti1Header, 344, (b"n+1\0", b"ni1\0")),
+             NIFTI2_HEADER_BYTES: (nib.Nifti2Header, 4, (b"n+2\0", b"ni2\0"))}
+    if len(raw) not in kinds:
+        raise FileFormatError(f"{where}: a NIfTI header has 348 (NIfTI-1) or 540 (NIfTI-2) bytes, found "
+                              f"{len(raw)}; store header_bytes(header)")
+    klass, at, magics = kinds[len(raw)]
+    sizes = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+    if len(raw) not in sizes:
+        raise FileFormatError(f"{where}: the header's sizeof_hdr field does not say {len(raw)}; "
+                              "these bytes are not a NIfTI header (store header_bytes(header))")
+    if raw[at:at + 4] not in magics:
+        raise FileFormatError(f"{where}: expected the NIfTI magic {magics[0][:3].decode()!r} or "
+                              f"{magics[1][:3].decode()!r}, found {raw[at:at + 4]!r}")
+    try:
+        return klass.from_fileobj(io.BytesIO(raw), check=True)
+    except Exception as exc:  # nibabel's HeaderDataError and friends
+        raise FileFormatError(f"{where}: stored NIfTI header is not readable ({type(exc).__name__}: {exc})"
+                              ) from exc
+
+
+def output_header(source_header, descrip: str):
+    """The header of a volume derived from a source NIfTI (a reconstruction): a NIfTI-1 copy of
+    ``source_header`` (a NIfTI-2 header is converted to NIfTI-1 field by field) with
+
+    * ``descrip`` set to ``descrip`` (ASCII, cut to the field's 80 bytes),
+    * data type float32 and no scaling (``scl_slope``/``scl_inter`` NaN),
+    * the intent cleared (a reconstruction is an image, not the source's label map or statistic);
+
+    everything else — qform and sform matrices and codes, ``xyzt_units``, ``pixdim``, ``dim_info``,
+    ``slice_*`` timing fields, ``cal_min``/``cal_max``, ``aux_file`` — as in the source. Pass the result
+    to :func:`save_nifti` with the source's affine.
+    """
+    hdr = _as_nifti1(source_header, "output_header")
+    hdr.set_data_dtype(np.float32)
+    hdr["scl_slope"], hdr["scl_inter"] = np.nan, np.nan
+    hdr.set_intent("none", (), name="")
+    hdr["descrip"] = str(descrip).encode("ascii", "replace")[:80]
+    return hdr

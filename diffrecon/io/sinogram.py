@@ -6,7 +6,12 @@ File layout (all keys are plain arrays, no pickles):
   slice, or ``(n_angles, det_rows, det_cols)`` for a cone-beam geometry;
 * ``geometry``: the geometry's JSON (``ParallelGeometry.to_dict()`` etc.) as a string;
 * ``metadata``: JSON string: ``slice_axis`` (which axis of the source volume the slices were taken
-  along), ``volume_shape``, ``affine`` (4×4, of the source volume), ``noise``, ``seed``, ``source`` ...
+  along), ``volume_shape``, ``affine`` (4×4, of the source volume), ``noise``, ``seed``, ``source`` ...;
+* ``nifti_header`` (optional): uint8, the source volume's raw NIfTI header
+  (:func:`~diffrecon.io.nifti.header_bytes`: 348 bytes for NIfTI-1, 540 for NIfTI-2), so a
+  reconstruction can be written with the source's qform/sform codes, units, ``pixdim`` and the rest.
+  Files without it (older files, sinograms written by other tools) load with ``header`` None and are
+  reconstructed with their ``affine`` alone.
 
 :func:`load_sinogram` gives the data back with an operator that maps a volume in the source's voxel
 order to exactly this sinogram.
@@ -33,13 +38,23 @@ FORMAT_VERSION = 1
 
 @dataclass
 class SinogramFile:
+    """A sinogram as read by :func:`load_sinogram`: the data, its geometry, the metadata JSON and the
+    source volume's NIfTI header (a nibabel header, or None when the file stores none)."""
+
     sinogram: torch.Tensor
     geometry: object
     metadata: dict = field(default_factory=dict)
+    header: object | None = None
 
     @property
     def affine(self) -> np.ndarray:
-        return np.asarray(self.metadata.get("affine", np.eye(4)), dtype=np.float64)
+        """The source volume's 4×4 voxel-to-mm affine: the metadata's ``affine``, else the stored header's
+        (sform, else qform), else the identity."""
+        if "affine" in self.metadata:
+            return np.asarray(self.metadata["affine"], dtype=np.float64)
+        if self.header is not None:
+            return np.asarray(self.header.get_best_affine(), dtype=np.float64)
+        return np.eye(4)
 
     @property
     def slice_axis(self) -> int:
@@ -62,10 +77,23 @@ def save_sinogram(
     geometry,
     metadata: dict | None = None,
     overwrite: bool = False,
+    header=None,
 ) -> None:
-    """Write ``sinogram`` and its geometry atomically to ``path`` (``.npz``)."""
+    """Write ``sinogram`` and its geometry atomically to ``path`` (``.npz``).
+
+    ``header``: the source volume's NIfTI header (a nibabel NIfTI-1/NIfTI-2 header, or the uint8 array
+    :func:`~diffrecon.io.nifti.header_bytes` gave), stored as the ``nifti_header`` entry; None stores
+    none (the reconstruction then gets the metadata's ``affine`` alone).
+    """
+    from .nifti import header_bytes, header_from_bytes
+
     arr = sinogram.detach().cpu().numpy() if isinstance(sinogram, torch.Tensor) else np.asarray(sinogram)
     _check_matches(arr.shape, geometry, str(path))
+    extra = {}
+    if header is not None:
+        raw = header if isinstance(header, np.ndarray) else header_bytes(header)
+        header_from_bytes(raw, f"save_sinogram {path}")  # refuse bytes that would not load back
+        extra["nifti_header"] = np.asarray(raw, dtype=np.uint8)
     meta = dict(metadata or {})
     meta["format_version"] = FORMAT_VERSION
     if "affine" in meta:
@@ -77,6 +105,7 @@ def save_sinogram(
                 sinogram=arr.astype(np.float32),
                 geometry=np.array(json.dumps(geometry.to_dict())),
                 metadata=np.array(json.dumps(meta)),
+                **extra,
             )
 
 
@@ -106,6 +135,7 @@ def load_sinogram(path: str | os.PathLike, device: torch.device | str = "cpu") -
             check_volume_memory(_volume_voxels(shape, geometry), str(path))
             check_memory(math.prod(shape) * (dtype.itemsize + 4) + _rays(geometry) * RAY_TABLE_BYTES,
                          str(path), f"the {'x'.join(map(str, shape))} {dtype} sinogram and its projector")
+            header = _read_header(z, str(path)) if "nifti_header" in z.files else None
             arr = z["sinogram"]
     except (FileFormatError, InputDataError, GeometryError):
         raise
@@ -117,7 +147,19 @@ def load_sinogram(path: str | os.PathLike, device: torch.device | str = "cpu") -
         raise InputDataError(
             f"{path}: expected finite sinogram values, found {int((~np.isfinite(arr)).sum())} NaN/Inf"
         )
-    return SinogramFile(torch.from_numpy(arr).to(device), geometry, meta)
+    return SinogramFile(torch.from_numpy(arr).to(device), geometry, meta, header)
+
+
+def _read_header(z, where: str):
+    """The ``nifti_header`` entry as a nibabel header; its size is checked before it is read."""
+    from .nifti import NIFTI1_HEADER_BYTES, NIFTI2_HEADER_BYTES, header_from_bytes
+
+    shape, dtype = npz_declared(z, "nifti_header", where)
+    if dtype != np.uint8 or shape not in ((NIFTI1_HEADER_BYTES,), (NIFTI2_HEADER_BYTES,)):
+        raise FileFormatError(f"{where}: entry 'nifti_header' must be 348 or 540 uint8 bytes (a NIfTI-1 "
+                              f"or NIfTI-2 header), found {dtype} of shape {shape}; rewrite it with "
+                              "header_bytes()")
+    return header_from_bytes(z["nifti_header"], f"{where}: nifti_header")
 
 
 def npz_declared(z, name: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
