@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("info", "info"),
     ("hsi", "hsi"),
     ("train-prior", "train_prior"),
+    ("convert-prior", "convert_prior"),
 ]
 
 

@@ -211,6 +211,11 @@ def corpus(tmp_path_factory):
                            image_shape=(1, 8, 8), config={"architecture": arch, "data_description": "corpus"})
     save_prior(prior, d / "prior8")
     f["prior8"] = d / "prior8"
+    torch.save({"state_dict": prior.network.state_dict()}, d / "tiny.pth")  # weights only, no JSON beside
+    f["tiny_pth"] = d / "tiny.pth"
+    wide = {**json.loads((d / "prior8.json").read_text()), "architecture": {**arch, "kwargs": {"width": 12}}}
+    (d / "wide.json").write_text(json.dumps(wide))
+    f["wide_arch"] = d / "wide.json"
     with torch.no_grad():
         for p in prior.network.parameters():
             p.fill_(float("nan"))
@@ -260,6 +265,7 @@ def _npy_bytes(arr):
 # be left unchanged); {pre:NAME} the same, but not passed on the command line (a JSON record or PNG that
 # goes with the output); {dir} an existing directory; {ro:NAME} a path in a read-only folder.
 S, R, H, T, D, I = "simulate", "reconstruct", "hsi restore", "train-prior", "demo", "info"
+C = "convert-prior"
 SIM = ["simulate", "{vol}", "{out:o.npz}"]
 MRI = [*SIM, "--modality", "mri"]
 FBP = ["reconstruct", "{sino}", "{out:o.nii.gz}", "--method", "fbp"]
@@ -417,6 +423,10 @@ def _cases():
         "trained on 64x64")
     add("reconstruct-dds-r10-prior-missing", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds",
                                               "--prior", "no-such-prior"], 1, "no-such-prior")
+    add("reconstruct-dds-r10-prior-pth-without-architecture", [*_with(DDS, "--prior", "{tiny_pth}")], 1,
+        "--architecture")
+    add("reconstruct-dds-r10-prior-not-diffusers", [*_with(DDS, "--prior", "{empty_dir}")], 1,
+        "no diffusers folder")
     add("reconstruct-dds-r10-prior-random-file", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds",
                                                   "--prior", "{random_npz}"], 1, "random")
     add("reconstruct-dds-r9-steps-0", _with(DDS, "--steps", "0"), 1, "--steps")
@@ -537,6 +547,25 @@ def _cases():
     for dev in BAD_DEVICES:
         add(f"train-prior-r10-device-{dev}", [*TRAIN, "--device", dev], 1, DEVICE_MESSAGE[dev])
 
+    # --- convert-prior ---
+    add("convert-prior-r10-input-missing", [C, "{out:nothing}", "{out:conv}"], 1, "prior not found")
+    add("convert-prior-r10-pth-missing", [C, "{out:nothing.pth}", "{out:conv}"], 1,
+        "no PyTorch weights file")
+    add("convert-prior-r10-pth-without-architecture", [C, "{tiny_pth}", "{out:conv}"], 1, "--architecture")
+    add("convert-prior-r10-architecture-missing", [C, "{tiny_pth}", "{out:conv}", "--architecture",
+                                                   "{out:nope.json}"], 1, "no architecture JSON")
+    add("convert-prior-r10-architecture-not-json", [C, "{tiny_pth}", "{out:conv}", "--architecture",
+                                                    "{text}"], 1, "not valid JSON")
+    add("convert-prior-r10-architecture-wrong", [C, "{tiny_pth}", "{out:conv}", "--architecture",
+                                                 "{wide_arch}"], 1, "shape mismatches")
+    add("convert-prior-r10-pth-corrupt", [C, "{junk_state}", "{out:conv}", "--architecture",
+                                          "{prior8}.json"], 1, "weights_only=True")
+    add("convert-prior-r10-not-a-diffusers-folder", [C, "{empty_dir}", "{out:conv}"], 1, "missing")
+    add("convert-prior-r1-existing-output", [C, "{prior8}", "{out:conv}", "{pre:conv.json}"], 1,
+        "conv.json already exists")
+    add("convert-prior-r10-output-is-directory", [C, "{prior8}", "{dir}"], 1, "is a directory")
+    add("convert-prior-r10-read-only-folder", [C, "{prior8}", "{ro:conv}"], 1, "not writable")
+
     # --- demo ---
     add("demo-r1-existing-outputs", [D, "--out", "{demo_done}", "--volume", "phantom", "--size", "8",
                                      "--quiet"], 1, "already")
@@ -624,7 +653,7 @@ def test_bad_input_is_one_line_error(argv, rc, message, corpus, tmp_path, capsys
     before = sorted(p.name for p in out_dir.iterdir())
     got, out, err = _run(argv, capsys)
     command = "hsi restore" if argv[:2] == ["hsi", "restore"] else argv[0]
-    prefix = f"diffrecon {command}: error: " if command in (S, R, H, T, D, I) else "diffrecon: error: "
+    prefix = f"diffrecon {command}: error: " if command in (S, R, H, T, D, I, C) else "diffrecon: error: "
     assert "Traceback" not in out + err, err
     assert got == rc, f"exit status {got}, expected {rc}; stderr: {err!r}"
     lines = err.splitlines()

@@ -8,7 +8,13 @@ DIFFUSION_METHODS = ("dds", "diffusion_mbir")
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("diffusion (--method dds|diffusion_mbir)")
-    g.add_argument("--prior", default="head-64", help="prior name or checkpoint path (default head-64)")
+    g.add_argument("--prior", default="head-64",
+                   help="bundled prior name (default head-64), diffrecon checkpoint (STEM, .json or "
+                        ".safetensors), local diffusers folder (unet/ + scheduler/), or .pth/.pt/.ckpt state "
+                        "dict with --architecture (see docs/priors.md)")
+    g.add_argument("--architecture", default=None, metavar="FILE.json",
+                   help="prior description of a .pth/.pt/.ckpt --prior (architecture, schedule, "
+                        "parameterisation, data); default <stem>.json beside it")
     g.add_argument("--steps", type=int, default=None,
                    help="sampler steps (default: the paper's, DDS 50, DiffusionMBIR 2000; NFE = steps for "
                         "DDS; DiffusionMBIR CT below 2000 steps scales lambda, rho by its step-count rule "
@@ -78,7 +84,7 @@ def prepare(args, device, plane_shape):
     from ..priors import load
 
     _check_state_path(args)
-    prior = load(args.prior, device=device)
+    prior = load(args.prior, device=device, architecture=getattr(args, "architecture", None))
     ishape = getattr(prior, "image_shape", None)
     if ishape is not None and tuple(ishape[-2:]) != tuple(plane_shape):
         raise InputDataError(

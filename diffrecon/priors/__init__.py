@@ -5,9 +5,11 @@ Quick start::
 
     import diffrecon.priors as P
     prior = P.load("head-64")                       # bundled 2D 64×64 head-slice prior (VP, v-prediction)
+    mine = P.load("my_unet.pth", architecture="my_unet.json")   # or a checkpoint stem, a diffusers folder
     x_hat = prior.denoise(noisy_slices, sigma=0.1)  # Tweedie/MMSE denoising in [0, 1] image units
 """
 
+from .adapters import from_diffusers, from_state_dict
 from .checkpoint import load_prior, load_torch_weights, save_prior
 from .interface import Prior
 from .prior import DiffusionPrior, LatentPrior
@@ -28,4 +30,6 @@ __all__ = [
     "load_prior",
     "save_prior",
     "load_torch_weights",
+    "from_diffusers",
+    "from_state_dict",
 ]

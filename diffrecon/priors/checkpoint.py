@@ -42,6 +42,11 @@ def _stem(path: str | os.PathLike) -> pathlib.Path:
     return p
 
 
+def _file(stem: pathlib.Path, ext: str) -> pathlib.Path:
+    """``<stem><ext>``, appended (``with_suffix`` would turn the stem ``prior.v2`` into ``prior.json``)."""
+    return stem.parent / (stem.name + ext)
+
+
 def save_safetensors(
     tensors: dict[str, torch.Tensor],
     path: str | os.PathLike,
@@ -69,8 +74,9 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read weights file {p} (corrupt or not safetensors): {exc}") from exc
 
 
-def load_torch_weights(path: str | os.PathLike) -> dict:
-    """Load a PyTorch ``.pt/.pth`` file with ``weights_only=True`` (no arbitrary unpickling).
+def load_torch_weights(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a PyTorch ``.pt/.pth/.ckpt`` file with ``weights_only=True`` (no arbitrary unpickling), its
+    tensors placed on ``map_location``.
 
     A file that needs pickled Python objects is refused with :class:`CheckpointError`.
     """
@@ -78,7 +84,7 @@ def load_torch_weights(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise CheckpointError(f"weights file not found: {p}")
     try:
-        return torch.load(str(p), map_location="cpu", weights_only=True)
+        return torch.load(str(p), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends
         raise CheckpointError(
             f"refusing to load {p}: it is not a plain tensor/state-dict file that loads with "
@@ -115,6 +121,11 @@ def _prior_config(prior) -> dict:
     if isinstance(prior, LatentPrior):
         d = prior.diffusion
         cfg = _diffusion_config(d)
+        if prior.config.get("autoencoder_architecture") is None:
+            raise CheckpointError(
+                "the latent prior's config has no 'autoencoder_architecture'; pass architecture= to "
+                "from_monai_autoencoder (or set prior.config['autoencoder_architecture'])"
+            )
         cfg.update(
             kind="latent",
             autoencoder=prior.config.get("autoencoder_architecture"),
@@ -139,7 +150,9 @@ def _diffusion_config(d) -> dict:
     arch = d.config.get("architecture")
     if arch is None:
         raise CheckpointError(
-            "the prior's config has no 'architecture' entry; cannot write a loadable checkpoint"
+            "the prior's config has no 'architecture' entry, so no loadable checkpoint can be written; "
+            "build it with from_monai(..., architecture={'type': 'monai.DiffusionModelUNet', 'kwargs': ...}) "
+            "or set prior.config['architecture']"
         )
     cfg = {
         "format": FORMAT,
@@ -159,7 +172,8 @@ def _diffusion_config(d) -> dict:
         "training": d.config.get("training", {}),
     }
     for k, v in d.config.items():
-        if k not in ("architecture", "data_range", "data_description", "training", "stored_dtype"):
+        if k not in ("architecture", "data_range", "data_description", "training", "stored_dtype",
+                     "autoencoder_architecture"):
             cfg.setdefault(k, v)
     return cfg
 
@@ -186,7 +200,7 @@ def save_prior(
     if dtype is not None:
         tensors = {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in tensors.items()}
         cfg["stored_dtype"] = str(dtype).replace("torch.", "")
-    w, j = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    w, j = _file(stem, ".safetensors"), _file(stem, ".json")
     for target in (w, j):  # both checked before either is written: never half a prior replaced
         check_writable(target, overwrite)
     save_safetensors(tensors, w, metadata={"format": FORMAT}, overwrite=overwrite)
@@ -197,7 +211,7 @@ def save_prior(
 
 def read_config(path: str | os.PathLike) -> dict:
     """Read and validate a prior's JSON config."""
-    j = _stem(path).with_suffix(".json")
+    j = _file(_stem(path), ".json")
     if not j.is_file():
         raise CheckpointError(f"config file not found: {j} (a prior is <stem>.json + <stem>.safetensors)")
     try:
@@ -216,34 +230,57 @@ def read_config(path: str | os.PathLike) -> dict:
     return cfg
 
 
+def build_architecture(arch: dict) -> nn.Module:
+    """The (randomly initialised) network of an architecture description: ``diffusers.*`` types through
+    :func:`~diffrecon.priors.adapters.build_diffusers`, the others through
+    :func:`~diffrecon.priors.networks.build_network`."""
+    if isinstance(arch, dict) and str(arch.get("type", "")).startswith("diffusers."):
+        from .adapters import build_diffusers
+
+        return build_diffusers(arch)
+    from .networks import build_network
+
+    return build_network(arch)
+
+
 def load_prior(path: str | os.PathLike, device="cpu"):
     """Load a prior written by :func:`save_prior` (path to the stem, the .json or the .safetensors)."""
-    from .networks import build_network
+    stem = _stem(path)
+    cfg = read_config(stem)
+    w = _file(stem, ".safetensors")
+    tensors = load_safetensors(w)
+    net = build_architecture(cfg["architecture"])
+    net_state = {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
+    load_state_dict_strict(net, net_state, f"{w} (network)")
+    ae = None
+    if cfg.get("kind", "diffusion") == "latent":
+        if "autoencoder" not in cfg or cfg["autoencoder"] is None:
+            raise CheckpointError(
+                f"{_file(stem, '.json')}: a latent prior needs an 'autoencoder' architecture"
+            )
+        ae = build_architecture(cfg["autoencoder"])
+        ae_state = {k[len("autoencoder.") :]: v for k, v in tensors.items() if k.startswith("autoencoder.")}
+        load_state_dict_strict(ae, ae_state, f"{w} (autoencoder)")
+    return prior_from_config(cfg, net, ae, str(_file(stem, ".json")), device)
+
+
+def prior_from_config(cfg: dict, net: nn.Module, autoencoder: nn.Module | None, where: str, device="cpu"):
+    """A :class:`DiffusionPrior` (or, with ``autoencoder``, a :class:`LatentPrior`) around loaded
+    networks, from a checkpoint config ``cfg`` (schedule, parameterisation, time input, data map and
+    shapes); ``where`` names the config in errors. Returned on ``device`` in eval mode."""
     from .prior import DiffusionPrior, LatentPrior
     from .schedule import schedule_from_config
 
-    stem = _stem(path)
-    cfg = read_config(stem)
-    w = stem.with_suffix(".safetensors")
-    tensors = load_safetensors(w)
     try:
         schedule = schedule_from_config(cfg["schedule"])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{stem}.json: bad schedule: {exc}") from exc
-    net = build_network(cfg["architecture"])
-    net_state = {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
-    load_state_dict_strict(net, net_state, f"{w} (network)")
-    data = cfg.get("data", {})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{where}: bad schedule {cfg.get('schedule')!r:.80}: {exc}") from exc
+    data = cfg.get("data", {}) or {}
     extra = {k: v for k, v in cfg.items() if k not in ("data",)}
     extra["data_range"] = data.get("range", [0.0, 1.0])
     extra["data_description"] = data.get("description", "")
     try:
-        if cfg.get("kind", "diffusion") == "latent":
-            ae = build_network(cfg["autoencoder"])
-            ae_state = {
-                k[len("autoencoder.") :]: v for k, v in tensors.items() if k.startswith("autoencoder.")
-            }
-            load_state_dict_strict(ae, ae_state, f"{w} (autoencoder)")
+        if autoencoder is not None:
             diff = DiffusionPrior(
                 net,
                 schedule,
@@ -255,7 +292,7 @@ def load_prior(path: str | os.PathLike, device="cpu"):
                 config=extra,
             )
             prior = LatentPrior(
-                ae,
+                autoencoder,
                 diff,
                 cfg.get("scale_factor", 1.0),
                 data.get("scale", 2.0),
@@ -275,7 +312,7 @@ def load_prior(path: str | os.PathLike, device="cpu"):
                 config=extra,
             )
     except ValueError as exc:
-        raise CheckpointError(f"{stem}.json: {exc}") from exc
+        raise CheckpointError(f"{where}: {exc}") from exc
     prior = prior.to(device).eval()
     if torch.device(device).type == "cpu" and isinstance(prior, DiffusionPrior) and _spatial_dims(cfg) == 2:
         prior.use_channels_last()

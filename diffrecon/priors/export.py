@@ -6,18 +6,21 @@ Usage (what ``scripts/train_bundled_prior.sh`` runs at the end)::
         --name head-64 --half --samples docs/img/prior_samples.png
 
 The exported JSON gets ``name``, the run's training record (steps, seconds, last validation) and,
-with ``--benchmark``, the denoising curve on the held-out sample volume.
+with ``--benchmark``, the denoising curve on the held-out sample volume. ``src`` is any form
+:func:`diffrecon.priors.load` accepts (with ``--architecture`` for a state dict). Bad input ends with a
+one-line ``export: error: …`` on stderr and exit status 1 (argparse errors: status 2).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
+import sys
 
 import torch
 
-from .checkpoint import load_prior, save_prior
+from ..errors import DiffreconError
+from .checkpoint import save_prior
 
 
 @torch.no_grad()
@@ -44,8 +47,11 @@ def sample_grid(prior, path, n: int = 16, steps: int = 50, seed: int = 0, eta: f
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="export a prior for bundling")
-    p.add_argument("src", help="checkpoint stem (e.g. runs/head64/ema_prior)")
+    """Command-line entry point; returns the exit status (one-line errors, no tracebacks)."""
+    from ..cli import OneLineErrorParser, _one_line
+
+    p = OneLineErrorParser(prog="export", description="export a prior for bundling")
+    p.add_argument("src", help="checkpoint stem (e.g. runs/head64/ema_prior) or any form priors.load takes")
     p.add_argument("dst", help="output stem (e.g. diffrecon/priors/weights/head-64)")
     p.add_argument("--name", help="registry name stored in the JSON")
     p.add_argument("--half", action="store_true", help="store weights as float16")
@@ -58,14 +64,31 @@ def main(argv=None) -> int:
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--overwrite", action="store_true", help="replace an existing prior at dst")
+    p.add_argument("--architecture", help="architecture JSON of a .pth/.pt/.ckpt state dict src")
     a = p.parse_args(argv)
+    if a.threads < 1 or a.sample_steps < 1:
+        p.error("--threads and --sample-steps must be >= 1")
+    try:
+        return _export(a)
+    except DiffreconError as exc:
+        print(f"export: error: {_one_line(exc)}", file=sys.stderr)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"export: error: {_one_line(exc.strerror or exc)}{where}", file=sys.stderr)
+    except ValueError as exc:  # e.g. more sample steps than the schedule has
+        print(f"export: error: {_one_line(exc)}", file=sys.stderr)
+    return 1
+
+
+def _export(a) -> int:
+    from .registry import load
+
     torch.set_num_threads(a.threads)
-    prior = load_prior(a.src)
+    prior = load(a.src, architecture=a.architecture)
     if a.name:
         prior.config["name"] = a.name
     if a.benchmark:
         import importlib.util
-        import sys
 
         bench = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "prior_denoising.py"
         spec = importlib.util.spec_from_file_location("prior_denoising", bench)
