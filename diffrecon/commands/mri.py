@@ -76,7 +76,20 @@ def add_reconstruct_arguments(parser) -> None:
         help="coil maps for sense/tv: stored in the file, ESPIRiT from the k-space centre, or auto "
         "(stored if present, else ESPIRiT)",
     )
-    g.add_argument("--calib-width", type=int, default=24, help="ESPIRiT calibration box side (default 24)")
+    g.add_argument(
+        "--calib-width",
+        default="auto",
+        metavar="N|AxB|auto",
+        help="ESPIRiT calibration box, N x N or A (kx) x B (ky); it must be fully sampled. Default auto: the "
+        "mask's fully sampled centre, at most 24 per axis (1-D line masks: min(kx, 24) x the centre lines)",
+    )
+    g.add_argument(
+        "--kernel-width",
+        default="auto",
+        metavar="K|AxB|auto",
+        help="ESPIRiT kernel width (or A x B); each side needs 2 <= k <= (c + 1) // 2 for a calibration side "
+        "c. Default auto: min(6, (c + 1) // 3) per axis (6 for a 24-wide box)",
+    )
 
 
 def _slice_axis(spec, affine) -> int:
@@ -176,6 +189,92 @@ def run_simulate(args) -> int:
     return 0
 
 
+def _x(sides) -> str:
+    return "x".join(str(int(v)) for v in sides)
+
+
+def _sides_or_auto(value, flag: str, minimum: int) -> tuple[int, int] | None:
+    """``auto`` → None; ``N`` → (N, N); ``AxB`` → (A, B) (rows kx × columns ky), each >= ``minimum``."""
+    from ..errors import InputDataError
+
+    text = "auto" if value is None else str(value).strip().lower()
+    if text == "auto":
+        return None
+    parts = text.split("x")
+    try:
+        sides = tuple(int(p) for p in parts)
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2) or min(sides) < minimum:
+        raise InputDataError(
+            f"{flag}: expected auto, an integer N >= {minimum} or AxB (kx x ky), found {value!r}"
+        )
+    return (sides[0], sides[0]) if len(sides) == 1 else sides  # type: ignore[return-value]
+
+
+def espirit_settings(args, mask) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Calibration box and kernel sides ``((c_kx, c_ky), (k_kx, k_ky))`` for ESPIRiT from the MRI options.
+
+    ``--calib-width auto`` (default) is :func:`~diffrecon.operators.coils.calibration_region` of the
+    sampling mask (its fully sampled centre, at most 24 per axis); an explicit N is an N×N box and AxB
+    an A (kx) × B (ky) box, refused unless the mask samples it fully. ``--kernel-width auto`` (default)
+    is :func:`~diffrecon.operators.coils.auto_kernel_width` of those sides, min(6, (c+1)//3); an
+    explicit K (or AxB) must satisfy 2 <= k <= (c+1)//2 on each side.
+
+    Args:
+        args: parsed options (``calib_width``, ``kernel_width``: ``"auto"``, ``"N"`` or ``"AxB"``).
+        mask: the file's boolean sampling mask ``(kx, ky)`` or ``(S, kx, ky)``.
+
+    Raises:
+        InputDataError: a value that is neither auto nor a positive integer, a box the mask does not
+            sample fully (the message gives the fully sampled width), a centre too small for ESPIRiT,
+            or a kernel that does not fit the box.
+    """
+    from ..errors import InputDataError
+    from ..operators.coils import (
+        MIN_KERNEL_WIDTH,
+        auto_kernel_width,
+        box_fully_sampled,
+        calibration_region,
+        fully_sampled_box,
+        fully_sampled_width,
+    )
+
+    raw_cw, raw_kw = getattr(args, "calib_width", "auto"), getattr(args, "kernel_width", "auto")
+    cw = _sides_or_auto(raw_cw, "--calib-width", 1)
+    kw = _sides_or_auto(raw_kw, "--kernel-width", MIN_KERNEL_WIDTH)
+    if cw is None:
+        calib = calibration_region(mask)
+    else:
+        if not box_fully_sampled(mask, cw):
+            full = fully_sampled_width(mask)
+            raise InputDataError(
+                f"--calib-width {raw_cw}: the central {_x(cw)} box is not fully sampled; the mask's fully "
+                f"sampled centre is {full} wide ({_x(fully_sampled_box(mask))} "
+                f"as a box): use --calib-width {full} or less, or omit it (auto)"
+            )
+        calib = cw
+    if kw is None:
+        try:
+            kernel = auto_kernel_width(calib)
+        except InputDataError as exc:
+            raise InputDataError(f"--calib-width {raw_cw}: {exc}") from exc
+    else:
+        kernel = kw
+        if any(2 * k - 1 > c for k, c in zip(kernel, calib, strict=True)):
+            most = _x([(c + 1) // 2 for c in calib])
+            fix = (
+                f"use --kernel-width {most} or less, or omit it (auto)"
+                if min(calib) >= 2 * MIN_KERNEL_WIDTH - 1
+                else f"the box must be at least {2 * MIN_KERNEL_WIDTH - 1} wide: raise --calib-width"
+            )
+            raise InputDataError(
+                f"--kernel-width {raw_kw}: ESPIRiT needs 2k-1 <= the calibration side, found a "
+                f"{_x(calib)} box; {fix}"
+            )
+    return tuple(calib), tuple(kernel)
+
+
 def run_reconstruct(args) -> int:
     """``diffrecon reconstruct --method zerofill|sense|admm_tv|dds|diffusion_mbir KSPACE.(npz|h5) OUT.nii.gz``
     (``tv``, ``mbir``: aliases of ``admm_tv``, ``diffusion_mbir``)."""
@@ -185,6 +284,7 @@ def run_reconstruct(args) -> int:
     from ..io.nifti import require_nifti_name, save_nifti
     from ..metrics import psnr
     from ..operators import espirit_maps
+    from ..operators.coils import absorb_image_phase
     from ..recon.mri import cg_sense, tv_sense, zero_filled_rss
 
     require_nifti_name(args.output)
@@ -216,8 +316,13 @@ def run_reconstruct(args) -> int:
             if choice == "stored" or (choice == "auto" and data.maps is not None):
                 maps, settings["maps"] = data.maps, "stored"
             else:
-                cw = int(getattr(args, "calib_width", 24))
-                maps, settings["maps"] = espirit_maps(data.kspace, calib_width=cw), f"espirit (calib {cw})"
+                calib, kernel = espirit_settings(args, data.mask)
+                maps = espirit_maps(data.kspace, calib_width=calib, kernel_width=kernel)
+                settings["maps"] = f"espirit (calib {_x(calib)}, kernel {_x(kernel)})"
+                settings.update(calib_width=list(calib), kernel_width=list(kernel))
+                if method in DIFFUSION_METHODS:  # real (magnitude) priors: the object real in the maps' basis
+                    maps = absorb_image_phase(maps, data.kspace, calib)
+                    settings["maps"] += " with the low-resolution image phase"
             maps = maps.to(device)
             mask = data.mask.to(device)
             lam = getattr(args, "lam", None)
