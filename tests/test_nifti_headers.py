@@ -277,3 +277,35 @@ def test_reference_of_another_shape_is_refused_before_any_work(tmp_path, capsys)
     assert main(["reconstruct", str(path), str(out), "--method", "fbp", "--reference",
                  str(tmp_path / "missing.nii.gz")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_mri_simulate_reconstruct_keeps_the_source_header(tmp_path, suffix):
+    """The MRI path stores the source header in the k-space file (``nifti_hdr``) and writes it back."""
+    from diffrecon.io.kspace import load_kspace
+
+    src = make_source(tmp_path / "src.nii.gz")
+    k = tmp_path / f"k{suffix}"
+    assert main(["simulate", str(src), str(k), "--modality", "mri", "--coils", "2", "--acceleration", "2",
+                 "--calib", "8", "--slice-axis", "2"]) == 0
+    stored = load_kspace(k).header
+    assert header_differences(nib.load(src).header, stored, skip=()) == []
+    out = tmp_path / "rec.nii.gz"
+    assert main(["reconstruct", str(k), str(out), "--method", "zerofill"]) == 0
+    assert_header_follows(nib.load(src).header, nib.load(out).header, "diffrecon reconstruct zerofill")
+
+
+def test_kspace_files_refuse_a_damaged_header(tmp_path):
+    from diffrecon.io.kspace import load_kspace, save_kspace
+
+    k = torch.ones(1, 1, 4, 4, dtype=torch.complex64)
+    with pytest.raises(FileFormatError):
+        save_kspace(tmp_path / "bad.npz", k, header=np.zeros(348, np.uint8))
+    good = save_kspace(tmp_path / "ok.npz", k)
+    assert load_kspace(good).header is None
+    with np.load(good) as z:
+        arrays = dict(z)
+    arrays["nifti_hdr"] = np.zeros(348, np.uint8)
+    np.savez(tmp_path / "damaged.npz", **arrays)
+    with pytest.raises(FileFormatError, match="nifti_hdr"):
+        load_kspace(tmp_path / "damaged.npz")

@@ -123,14 +123,14 @@ def _parse_slices(spec: str | None, n: int) -> tuple[int, int]:
 def run_simulate(args) -> int:
     """``diffrecon simulate --modality mri INPUT.nii.gz OUTPUT.npz``: write simulated multi-coil k-space."""
     from ..datasets.mri_simulation import simulate_multicoil
+    from ..io import load_volume
     from ..io.atomic import check_writable, write_text_atomic
     from ..io.kspace import save_kspace
-    from ..io.nifti import load_nifti
 
     overwrite = bool(getattr(args, "overwrite", False))
     check_writable(args.output, overwrite)
     check_writable(record_path(args.output), overwrite)
-    vol = load_nifti(args.input)
+    vol = load_volume(args.input)  # a NIfTI file, or a folder holding one DICOM series
     axis = _slice_axis(getattr(args, "slice_axis", "auto"), vol.affine)
     start, stop = _parse_slices(getattr(args, "slices", None), int(vol.data.shape[axis]))
     data = vol.data.narrow(axis, start, stop - start)
@@ -176,6 +176,7 @@ def run_simulate(args) -> int:
         slice_axis=axis,
         attrs={k: v for k, v in meta.items() if k not in ("slice_axis", "slices")},
         overwrite=overwrite,
+        header=vol.header,
     )
     write_text_atomic(
         record_path(args.output),
@@ -281,7 +282,7 @@ def run_reconstruct(args) -> int:
     from ..errors import InputDataError
     from ..io.atomic import check_writable, write_text_atomic
     from ..io.kspace import load_kspace
-    from ..io.nifti import require_nifti_name, save_nifti
+    from ..io.nifti import output_header, require_nifti_name, save_nifti
     from ..metrics import psnr
     from ..operators import espirit_maps
     from ..operators.coils import absorb_image_phase
@@ -391,7 +392,8 @@ def run_reconstruct(args) -> int:
     affine = data.affine if data.affine is not None else np.eye(4)
     if data.affine is None:
         record["affine"] = "identity (none stored in the input)"
-    save_nifti(args.output, volume, affine, overwrite=overwrite)
+    header = None if data.header is None else output_header(data.header, f"diffrecon reconstruct {method}")
+    save_nifti(args.output, volume, affine, header, overwrite=overwrite)
     write_text_atomic(record_path(args.output), dump_json(record), overwrite)
     extra = f", PSNR {record['psnr_db']} dB vs stored target" if "psnr_db" in record else ""
     print(f"wrote {args.output} ({method}, {t.seconds:.1f} s{extra})")

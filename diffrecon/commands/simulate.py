@@ -10,16 +10,16 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "simulate",
         help="simulate CT (or MRI) measurements of a NIfTI volume or a DICOM series",
-        description="Simulate measurements of a NIfTI volume. CT: INPUT may also be a folder holding one "
-        "DICOM series (read in RAS+ like a NIfTI conversion); every slice along --slice-axis is "
-        "projected with a parallel- or fan-beam geometry and white Gaussian noise is added; the sinogram, "
-        "its geometry and the source's NIfTI header (so `diffrecon reconstruct` writes the volume with the "
-        "source's qform/sform, codes, units and spacing) are written to OUTPUT.npz. MRI: multi-coil "
-        "k-space with simulated coil maps, an undersampling mask and complex noise at --snr-db (see "
-        "docs/mri.md).",
+        description="Simulate measurements of a NIfTI volume or of a folder holding one DICOM series (read "
+        "in RAS+ like a NIfTI conversion); the source's NIfTI header travels with the measurements, so "
+        "`diffrecon reconstruct` writes the volume with the source's qform/sform, codes, units and spacing. "
+        "CT: every slice along --slice-axis is projected with a parallel- or fan-beam geometry and white "
+        "Gaussian noise is added; the sinogram and its geometry are written to OUTPUT.npz. MRI: multi-coil "
+        "k-space with simulated coil maps, an undersampling mask and complex noise at --snr-db, in a "
+        "k-space .npz/.h5 (see docs/mri.md).",
     )
-    p.add_argument("input", help="input NIfTI volume (.nii or .nii.gz), or for CT a folder holding one "
-                                 "DICOM series")
+    p.add_argument("input", help="input NIfTI volume (.nii or .nii.gz), or a folder holding one DICOM "
+                                 "series")
     p.add_argument("output", help="output measurement file (.npz)")
     p.add_argument("--modality", choices=["ct", "mri"], default="ct")
     g = p.add_argument_group("CT (--modality ct)")

@@ -12,6 +12,9 @@ mask        ``(ky,)``, ``(kx, ky)`` or ``(S, kx, ky)``  sampling mask (optional:
 maps        ``(C, kx, ky)`` or ``(S, C, kx, ky)``        coil sensitivities (optional, diffrecon)
 target      ``(S, kx, ky)`` real                     ground-truth magnitude (optional, simulations)
 affine      ``(4, 4)`` float                         voxel-to-world affine of the image volume (optional)
+nifti_hdr   ``(348,)`` or ``(540,)`` uint8             the source volume's raw NIfTI header (optional;
+                                                     :func:`~diffrecon.io.nifti.header_bytes`), so the
+                                                     reconstruction keeps its codes, units and pixdim
 ==========  =======================================  ==============================================
 
 Scalar metadata (``slice_axis``: which axis of the output NIfTI volume the slices S run along;
@@ -50,6 +53,7 @@ class KSpaceData:
         maps: complex64 ``(C, H, W)`` / ``(S, C, H, W)``, or None.
         target: float32 ``(S, H, W)`` or None.
         affine: ``(4, 4)`` float64 or None.
+        header: the source volume's NIfTI header (nibabel), or None when the file stores none.
         slice_axis: output-volume axis of the slices (default 2).
         attrs: remaining scalar metadata.
     """
@@ -61,6 +65,7 @@ class KSpaceData:
     affine: np.ndarray | None = None
     slice_axis: int = 2
     attrs: dict = field(default_factory=dict)
+    header: object | None = None
 
     @property
     def acceleration(self) -> float:
@@ -151,6 +156,7 @@ _LAYOUT = {
     "maps": "complex (coils, kx, ky) or (slices, coils, kx, ky)",
     "target": "real (slices, kx, ky)",
     "affine": "4x4",
+    "nifti_hdr": "uint8 (348,) or (540,): a raw NIfTI header",
 }
 
 
@@ -216,7 +222,7 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
                 for key in _LAYOUT:
                     if key in z.files:
                         _check_declared(*npz_declared(z, key, str(p)), key, p)
-                for key in ("kspace", "mask", "maps", "target", "affine", "slice_axis", "attrs"):
+                for key in ("kspace", "mask", "maps", "target", "affine", "nifti_hdr", "slice_axis", "attrs"):
                     if key in z.files:
                         entries[key] = z[key]
         except (FileFormatError, InputDataError):
@@ -251,6 +257,11 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
     slice_axis = int(attrs.pop("slice_axis", 2))
     if slice_axis not in (0, 1, 2):
         raise FileFormatError(f"{p}: slice_axis must be 0, 1 or 2, found {slice_axis}")
+    header = None
+    if entries.get("nifti_hdr") is not None:
+        from .nifti import header_from_bytes
+
+        header = header_from_bytes(np.asarray(entries["nifti_hdr"]), f"{p}: nifti_hdr")
     return KSpaceData(
         kspace=torch.from_numpy(np.ascontiguousarray(k)),
         mask=torch.from_numpy(mask),
@@ -259,6 +270,7 @@ def load_kspace(path: str | os.PathLike) -> KSpaceData:
         affine=affine,
         slice_axis=slice_axis,
         attrs=attrs,
+        header=header,
     )
 
 
@@ -280,8 +292,12 @@ def save_kspace(
     slice_axis: int = 2,
     attrs: dict | None = None,
     overwrite: bool = False,
+    header=None,
 ) -> pathlib.Path:
     """Write k-space (and optional mask, maps, target, affine, metadata) atomically.
+
+    ``header``: the source volume's NIfTI header (nibabel, or the uint8 array of
+    :func:`~diffrecon.io.nifti.header_bytes`), stored as ``nifti_hdr``.
 
     The format follows the suffix: ``.h5``/``.hdf5`` (fastMRI layout: datasets ``kspace`` complex64
     ``(S, C, kx, ky)``, ``mask``, … and file attributes) or ``.npz``. Everything is validated as
@@ -303,6 +319,12 @@ def save_kspace(
         raise InputDataError(f"save_kspace: expected a 4x4 affine, found shape {af.shape}")
     if slice_axis not in (0, 1, 2):
         raise InputDataError(f"save_kspace: slice_axis must be 0, 1 or 2, found {slice_axis}")
+    hdr = None
+    if header is not None:
+        from .nifti import header_bytes, header_from_bytes
+
+        hdr = np.asarray(header if isinstance(header, np.ndarray) else header_bytes(header), np.uint8)
+        header_from_bytes(hdr, "save_kspace header")  # refuse bytes that would not load back
     meta = dict(attrs or {})
     meta["slice_axis"] = int(slice_axis)
     with atomic_path(p, overwrite) as tmp:
@@ -317,6 +339,8 @@ def save_kspace(
                     f.create_dataset("target", data=np.asarray(tg, dtype=np.float32))
                 if af is not None:
                     f.create_dataset("affine", data=af)
+                if hdr is not None:
+                    f.create_dataset("nifti_hdr", data=hdr)
                 for key, value in meta.items():
                     f.attrs[key] = value
         else:
@@ -327,6 +351,8 @@ def save_kspace(
                 arrays["target"] = np.asarray(tg, dtype=np.float32)
             if af is not None:
                 arrays["affine"] = af
+            if hdr is not None:
+                arrays["nifti_hdr"] = hdr
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
     return p
