@@ -3,6 +3,10 @@
 Each sub-command lives in its own module under :mod:`diffrecon.commands` with two functions,
 ``add_parser(subparsers)`` and ``run(args) -> int``; this file only lists them, so heavy imports
 happen only for the command that runs.
+
+Top-level options: ``-v``/``-vv`` (more messages), ``-q`` (errors only; also silences the command's
+progress bars), given before the command (``diffrecon -v reconstruct ...``); see :mod:`diffrecon.logs`.
+Errors are always one line, ``diffrecon CMD: error: MESSAGE``, exit status 1 (2 for usage errors).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import sys
 import threading
 
+from . import logs
 from .errors import DiffreconError
 
 # (command name, module under diffrecon.commands)
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and diffusion priors.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    logs.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _, module in COMMANDS:
         importlib.import_module(f"diffrecon.commands.{module}").add_parser(sub)
@@ -95,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = leaf.prog  # "diffrecon simulate", "diffrecon hsi restore", ...
+    if args.log_quiet:  # -q: no progress bars either (the commands' own --quiet / --no-progress)
+        for dest in ("quiet", "no_progress"):
+            if hasattr(args, dest):
+                setattr(args, dest, True)
     try:
-        with _sigterm_as_interrupt():
+        with logs.configured(args.verbose, args.log_quiet) as log, _sigterm_as_interrupt():
+            log.debug("%s: arguments %s", name, {k: v for k, v in vars(args).items() if k != "func"})
             return int(args.func(args) or 0)
     except DiffreconError as exc:
         print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)

@@ -398,6 +398,21 @@ def _cases():
         "not writable")
     for dev in BAD_DEVICES:
         add(f"reconstruct-r10-device-{dev}", [*FBP, "--device", dev], 1, DEVICE_MESSAGE[dev])
+    # --- reconstruct: the PNG montage (OUTPUT.png by default, --png PATH, --no-png) ---
+    add("reconstruct-r1-existing-default-png", [*FBP, "{pre:o.png}"], 1, "o.png already exists")
+    add("reconstruct-r1-existing-png-option", [*FBP, "--png", "{existing:m.png}"], 1, "m.png already exists")
+    add("reconstruct-r10-png-read-only-folder", [*FBP, "--png", "{ro:m.png}"], 1, "not writable")
+    add("reconstruct-r10-png-new-folder-in-read-only-folder", [*FBP, "--png", "{ro:new/m.png}"], 1,
+        "not writable")
+    add("reconstruct-r10-png-folder-is-a-file", [*FBP, "--png", "{existing:f.txt}/m.png"], 1, "a file stands")
+    add("reconstruct-r10-png-is-directory", [*FBP, "--png", "{dir:m.png}", "--overwrite"], 1,
+        "is a directory")
+    add("reconstruct-r10-png-not-png", [*FBP, "--png", "{out:m.jpg}"], 1, "name it .png")
+    add("reconstruct-r10-png-and-no-png", [*FBP, "--png", "{out:m.png}", "--no-png"], 2, "not allowed with")
+    add("reconstruct-dds-r4-png-is-save-state", [*DDS, "--save-state", "{out:s.png}", "--png", "{out:s.png}"],
+        1, "that is the output, its record or the --save-state file")
+    add("reconstruct-dds-r6-nan-prior-no-png", [*_with(DDS, "--prior", "{nan_prior8}"), "--png",
+                                                "{out:m.png}"], 1, "non-finite")
     # --- reconstruct: diffusion ---
     add("reconstruct-dds-r4-save-state-is-output", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds",
                                                     "--prior", "{prior8}", "--save-state", "{out:o.nii.gz}"],
@@ -419,8 +434,12 @@ def _cases():
     add("reconstruct-dds-r10-resume-missing", [*DDS, "--resume", "{out:none.pt}"], 1, "none.pt")
     add("reconstruct-dds-r6-nan-prior", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds", "--steps", "2",
                                          "--quiet", "--prior", "{nan_prior8}"], 1, "non-finite")
-    add("reconstruct-dds-r10-prior-size", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds", "--quiet"], 1,
-        "trained on 64x64")
+    add("reconstruct-dds-r10-prior-size", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds", "--quiet",
+                                           "--resample", "off"], 1, "trained on 64x64")
+    add("reconstruct-dds-r9-resample-bogus", [*DDS, "--resample", "bogus"], 2, "invalid choice")
+    add("reconstruct-dds-r9-resample-empty", [*DDS, "--resample", ""], 2, "invalid choice")
+    add("reconstruct-dds-r9-resample-uppercase", [*DDS, "--resample", "AUTO"], 2, "invalid choice")
+    add("reconstruct-mri-r9-resample-bogus", [*KSP, "dds", "--quiet", "--resample", "on"], 2, "invalid choice")
     add("reconstruct-dds-r10-prior-missing", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds",
                                               "--prior", "no-such-prior"], 1, "no-such-prior")
     add("reconstruct-dds-r10-prior-pth-without-architecture", [*_with(DDS, "--prior", "{tiny_pth}")], 1,

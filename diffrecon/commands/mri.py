@@ -16,11 +16,13 @@ import numpy as np
 from ._common import (
     Timer,
     canonical_method,
+    check_png,
     dump_json,
     peak_rss_mb,
     record_path,
     require_finite,
     resolve_device,
+    write_montage,
 )
 from ._diffusion import DIFFUSION_METHODS
 
@@ -297,6 +299,7 @@ def run_reconstruct(args) -> int:
     overwrite = bool(getattr(args, "overwrite", False))
     check_writable(args.output, overwrite)
     check_writable(record_path(args.output), overwrite)
+    png = check_png(args)  # refused before any work, like the output and its record
     device = resolve_device(getattr(args, "device", "auto"))
     data = load_kspace(args.input)
     prior = None
@@ -394,7 +397,9 @@ def run_reconstruct(args) -> int:
         record["affine"] = "identity (none stored in the input)"
     header = None if data.header is None else output_header(data.header, f"diffrecon reconstruct {method}")
     save_nifti(args.output, volume, affine, header, overwrite=overwrite)
+    write_montage(args, volume, affine, data.slice_axis, value_label="magnitude (input units)")
+    record["png"] = None if png is None else str(png)
     write_text_atomic(record_path(args.output), dump_json(record), overwrite)
     extra = f", PSNR {record['psnr_db']} dB vs stored target" if "psnr_db" in record else ""
-    print(f"wrote {args.output} ({method}, {t.seconds:.1f} s{extra})")
+    print(f"wrote {args.output}{'' if png is None else f' and {png}'} ({method}, {t.seconds:.1f} s{extra})")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
 
 import numpy as np
@@ -9,13 +10,16 @@ import numpy as np
 from ._common import (
     Timer,
     add_device_argument,
+    add_png_arguments,
     alias_help,
     canonical_method,
+    check_png,
     dump_json,
     peak_rss_mb,
     record_path,
     require_finite,
     resolve_device,
+    write_montage,
 )
 from ._diffusion import DIFFUSION_METHODS
 
@@ -23,6 +27,7 @@ from ._diffusion import DIFFUSION_METHODS
 CT_METHODS = ("fbp", "admm_tv", "dds", "diffusion_mbir")
 MRI_METHODS = ("zerofill", "sense", "admm_tv", "dds", "diffusion_mbir")
 METHODS = tuple(dict.fromkeys(CT_METHODS + MRI_METHODS))
+log = logging.getLogger("diffrecon")
 
 
 def add_parser(sub) -> None:
@@ -37,7 +42,8 @@ def add_parser(sub) -> None:
         "read (stored in the .npz: qform and sform matrices and codes, units, pixdim, dim_info; descrip "
         "names the method; float32, unscaled), or the header and affine of --reference; a sinogram without "
         "a stored header gets its metadata affine alone. A JSON record of the run (method, settings, "
-        "seconds) is written next to the output.",
+        "seconds) and a PNG montage of the output (axial/coronal/sagittal central slices to scale, with a "
+        "colour bar; --png, --no-png) are written next to the output.",
     )
     p.add_argument("input", help="measurement file: sinogram .npz (CT) or k-space .npz/.h5 (MRI)")
     p.add_argument("output", help="output NIfTI volume (.nii.gz)")
@@ -60,7 +66,9 @@ def add_parser(sub) -> None:
                    help="CT: write the output with the header and affine of this NIfTI volume (or DICOM "
                         "series folder) instead of those stored in the sinogram; its shape must equal the "
                         "reconstruction's")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT (and its record and montage) if they exist")
+    add_png_arguments(p)
     from . import _diffusion, mri
 
     _diffusion.add_arguments(p)
@@ -171,8 +179,12 @@ def run(args) -> int:
     require_nifti_name(args.output)
     check_writable(args.output, args.overwrite)
     check_writable(record_path(args.output), args.overwrite)
+    png = check_png(args)
     device = resolve_device(args.device)
     data = load_sinogram(args.input, device=device)
+    log.info("%s: %s-beam sinogram %s, %d views, slices along axis %d; %s on %s", args.input,
+             data.geometry.kind, tuple(data.sinogram.shape), data.geometry.n_angles, data.slice_axis,
+             args.method, device)
     # the output's header and affine: --reference, else the source header stored by simulate, else the
     # metadata affine alone (sinograms written by other tools or by diffrecon before headers were stored)
     affine, header = data.affine, data.header
@@ -220,11 +232,14 @@ def run(args) -> int:
     if header is not None:
         header = output_header(header, f"diffrecon reconstruct {args.method}")
     save_nifti(args.output, vol, affine, header, overwrite=args.overwrite)
-    record = {"command": "reconstruct", "input": str(args.input), "output": str(args.output), **settings,
+    write_montage(args, vol, affine, data.slice_axis)
+    record = {"command": "reconstruct", "input": str(args.input), "output": str(args.output),
+              "png": None if png is None else str(png), **settings,
               "geometry": data.geometry.kind, "views": data.geometry.n_angles, "device": str(device),
               "seconds": round(t.seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
     if getattr(args, "reference", None):
         record["reference"] = str(args.reference)
+    log.debug("settings: %s", settings)
     write_text_atomic(record_path(args.output), dump_json(record), args.overwrite)
-    print(f"wrote {args.output} ({args.method}, {t.seconds:.1f} s)")
+    print(f"wrote {args.output}{'' if png is None else f' and {png}'} ({args.method}, {t.seconds:.1f} s)")
     return 0
