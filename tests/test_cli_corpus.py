@@ -439,7 +439,8 @@ def _cases():
     add("reconstruct-dds-r9-resample-bogus", [*DDS, "--resample", "bogus"], 2, "invalid choice")
     add("reconstruct-dds-r9-resample-empty", [*DDS, "--resample", ""], 2, "invalid choice")
     add("reconstruct-dds-r9-resample-uppercase", [*DDS, "--resample", "AUTO"], 2, "invalid choice")
-    add("reconstruct-mri-r9-resample-bogus", [*KSP, "dds", "--quiet", "--resample", "on"], 2, "invalid choice")
+    add("reconstruct-mri-r9-resample-bogus", [*KSP, "dds", "--quiet", "--resample", "on"], 2,
+        "invalid choice")
     add("reconstruct-dds-r10-prior-missing", [R, "{sino}", "{out:o.nii.gz}", "--method", "dds",
                                               "--prior", "no-such-prior"], 1, "no-such-prior")
     add("reconstruct-dds-r10-prior-pth-without-architecture", [*_with(DDS, "--prior", "{tiny_pth}")], 1,

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 DIFFUSION_METHODS = ("dds", "diffusion_mbir")
+RESAMPLE = ("auto", "off")
+#: an explicit --image-scale this far from the auto estimate (either way) warns
+SCALE_WARN_FACTOR = 10.0
 
 
 def add_arguments(parser) -> None:
@@ -24,10 +27,18 @@ def add_arguments(parser) -> None:
                         "diffrecon's defaults (DDS rho x 0.1; DiffusionMBIR lambda, rho for the step count); "
                         "MRI always uses the paper presets")
     g.add_argument("--seed", type=int, default=0, help="sampler seed (same seed, same output)")
-    g.add_argument("--image-scale", default="1",
+    g.add_argument("--image-scale", default=None,
                    help="image value at the top of the prior's range (the head prior: the 99.9th-percentile "
-                        "intensity); a number, or 'auto' = 99.9th percentile of the FBP / zero-filled image "
-                        "(default 1: volumes scaled like the sample volume)")
+                        "intensity); a number, or 'auto' = that percentile of the FBP / zero-filled image "
+                        "in the prior's frame (default: auto for priors that record their intensity "
+                        "normalisation, as head-64 does; 1 for others); a number far from the auto estimate "
+                        "warns")
+    g.add_argument("--resample", default="auto", choices=RESAMPLE,
+                   help="auto (default): slices of another size than the prior's are framed like its "
+                        "training data (head box from the FBP / zero-filled image, padded, resized; the "
+                        "operator becomes A o F with F's exact adjoint) and brought into its training "
+                        "orientation (data.orientation), the result written on the file's grid; off: refuse "
+                        "another size and give the slices as stored")
     g.add_argument("--chunk-size", type=int, default=16, help="slices per network call (default 16)")
     g.add_argument("--save-state", default=None,
                    help="write the sampler state here (every --save-every steps)")
@@ -35,15 +46,14 @@ def add_arguments(parser) -> None:
     g.add_argument("--resume", default=None, help="continue an interrupted run from this state file")
 
 
-def image_scale(spec: str, rough_image) -> float:
-    """``--image-scale``: a positive number, or ``auto`` (99.9th percentile of a rough reconstruction)."""
-    import torch
-
+def image_scale(spec: str, rough_image, percentile: float = 99.9, framing=None) -> float:
+    """``--image-scale``: a positive number, or ``auto`` (the ``percentile`` of a rough reconstruction, over
+    the prior's frame when ``framing`` is given; :func:`~diffrecon.datasets.framing.auto_image_scale`)."""
+    from ..datasets.framing import auto_image_scale
     from ..errors import InputDataError
 
     if spec == "auto":
-        v = rough_image.detach().abs().float().flatten().cpu()
-        q = float(torch.quantile(v[:: max(1, v.numel() // 1_000_000)], 0.999))
+        q = auto_image_scale(rough_image, framing, percentile)
         if not q > 0:
             raise InputDataError("--image-scale auto: the rough reconstruction is zero; give a number")
         return q
@@ -78,29 +88,89 @@ def _check_state_path(args) -> None:
 
 
 def prepare(args, device, plane_shape):
-    """Fail fast, before any expensive work: load the prior, check its image size against the data's
-    slices ``plane_shape`` (H, W) and parse ``--image-scale``. Returns the prior."""
+    """Fail fast, before any expensive work: load the prior, check the data's slice size ``plane_shape``
+    (H, W) against the prior's (refused with ``--resample off`` only; ``auto`` frames them in :func:`solve`),
+    resolve the ``--image-scale`` default (``auto`` for a prior that records its intensity normalisation,
+    else 1; written back to ``args.image_scale``, so the caller computes its rough image for ``auto``) and
+    parse it. Returns the prior."""
+    from ..datasets.framing import intensity_percentile
     from ..errors import InputDataError
     from ..priors import load
 
     _check_state_path(args)
+    resample = getattr(args, "resample", "auto")
+    if resample not in RESAMPLE:
+        raise InputDataError(f"--resample: expected auto or off, found {resample!r}")
     prior = load(args.prior, device=device, architecture=getattr(args, "architecture", None))
     ishape = getattr(prior, "image_shape", None)
-    if ishape is not None and tuple(ishape[-2:]) != tuple(plane_shape):
+    if resample == "off" and ishape is not None and tuple(ishape[-2:]) != tuple(plane_shape):
         raise InputDataError(
             f"--prior {args.prior}: the prior was trained on {ishape[-2]}x{ishape[-1]} slices but the data's "
-            f"slices are {plane_shape[0]}x{plane_shape[1]}; resample the data or use a prior of that size"
+            f"slices are {plane_shape[0]}x{plane_shape[1]}; drop --resample off (frame them for the prior), "
+            "resample the data or use a prior of that size"
         )
+    if getattr(args, "image_scale", None) is None:
+        args.image_scale = "auto" if intensity_percentile(prior) is not None else "1"
+        args.image_scale_default = True
     if args.image_scale != "auto":
         image_scale(args.image_scale, None)
     return prior
 
 
+def _rough(y, operator, modality: str, geometry, rough_image):
+    """The rough reconstruction in the operator's volume layout: ``rough_image`` as the callers give it
+    (slice-first, as :func:`~diffrecon.recon.analytic.fbp` and ``zero_filled_rss`` return it), else the
+    FBP (CT) or the zero-filled image ``Aᴴy`` (MRI: the orthonormal FFT keeps image units). For CT it is
+    zeroed outside the measured support (:func:`~diffrecon.datasets.framing.measured_support`), where a
+    sparse-view FBP has only streaks, so they neither widen the head box nor shift the auto scale."""
+    from ..datasets.framing import measured_support
+    from ..recon.diffusion.skeleton import slice_axis_of
+
+    axis = slice_axis_of(operator)
+    if rough_image is None:
+        if modality == "ct" and geometry is not None:
+            from ..recon.analytic import fbp
+
+            rough_image = fbp(y, geometry)
+        else:
+            rough_image = operator.adjoint(y)
+            axis = 0  # already in the operator's layout
+    rough_image = rough_image.real if rough_image.is_complex() else rough_image
+    rough_image = rough_image.movedim(0, axis) if axis else rough_image
+    if modality == "ct":
+        rough_image = rough_image * measured_support(y, operator).to(rough_image.dtype)
+    return rough_image
+
+
+def _scale(args, prior, rough, framing, notes: list) -> tuple[float, str]:
+    """The image scale and where it came from; an explicit one far from the auto estimate adds a warning."""
+    from ..datasets.framing import auto_image_scale, intensity_percentile
+
+    pct = intensity_percentile(prior)
+    spec = args.image_scale if getattr(args, "image_scale", None) is not None else ("auto" if pct else "1")
+    defaulted = getattr(args, "image_scale_default", False) or getattr(args, "image_scale", None) is None
+    if spec == "auto":
+        p = 99.9 if pct is None else pct
+        return image_scale("auto", rough, p, framing), f"auto (the {p:g}th percentile of the rough image)"
+    value = image_scale(spec, None)
+    if defaulted:
+        return value, "default 1 (the prior records no intensity normalisation)"
+    if pct is not None:
+        est = auto_image_scale(rough, framing, pct)
+        if est > 0 and not (1 / SCALE_WARN_FACTOR <= value / est <= SCALE_WARN_FACTOR):
+            notes.append(
+                f"warning: --image-scale {value:g} is {value / est:.3g} x the auto estimate {est:.4g} (the "
+                f"{pct:g}th percentile of the rough image, which the prior's training data had at 1); check "
+                "it or use --image-scale auto"
+            )
+    return value, "given"
+
+
 def _ct_preset_args(geometry) -> dict:
     """``paper_ct`` arguments for a CT geometry: the view count, and the limited-angle weights when the
     views span clearly less than the half turn a parallel-beam scan needs."""
+    import logging
     import math
-    import sys
 
     import numpy as np
 
@@ -112,8 +182,9 @@ def _ct_preset_args(geometry) -> dict:
     if geometry.kind == "parallel" and n > 1 and span < 0.9 * math.pi:
         out["limited_angle"] = True
     if geometry.kind != "parallel":
-        print(f"note: the paper's lambda, rho were tuned for parallel-beam CT; with a {geometry.kind}-beam "
-              "geometry consider --lam/--rho", file=sys.stderr)
+        logging.getLogger("diffrecon").warning(
+            f"the paper's lambda, rho were tuned for parallel-beam CT; with a {geometry.kind}-beam geometry "
+            "consider --lam/--rho")
     return out
 
 
@@ -133,31 +204,42 @@ def _check_mbir_paper_steps(args, kw: dict) -> None:
         )
 
 
-def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=None):
+def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=None, *, affine=None):
     """Build the solver (diffrecon's default CT preset, or the paper's with ``--paper``; the paper's for MRI),
     run it and return ``(volume, record)``.
 
     ``operator`` maps the volume (its layout is the output's) to ``y``; ``geometry`` (CT) picks the
-    sparse-view or limited-angle preset; ``rough_image`` (FBP or zero-filled) is only used by
-    ``--image-scale auto``. ``--lam``/``--rho``/``--cg-iters`` override the preset's values (λ, ρ in the
-    units of ½‖Ax − y‖² with the exact adjoint).
+    sparse-view or limited-angle preset; ``rough_image`` (FBP or zero-filled, slice-first ``(S, H, W)``;
+    computed here when None) gives the ``--image-scale auto`` estimate and the head box; ``affine`` is
+    the 4 × 4 voxel → mm affine of the operator's volume layout (None: slices are taken as stored, no
+    reorientation). With ``--resample auto`` slices of another size or orientation than the prior's
+    are solved in the prior's frame through ``A ∘ F`` (:func:`~diffrecon.datasets.framing.frame_problem`) and
+    the volume returned is ``F x_p``. ``--lam``/``--rho``/``--cg-iters`` override the preset's values
+    (λ, ρ in the units of ½‖Ax − y‖² with the exact adjoint, at the prior's resolution).
     """
+    import logging
+
+    from ..datasets.framing import frame_problem
     from ..errors import InputDataError
     from ..recon import DDS, DiffusionMBIR
     from ._common import canonical_method
 
-    scale = image_scale(args.image_scale, rough_image)
     method = canonical_method(args.method)
     if method not in DIFFUSION_METHODS:
         raise InputDataError(f"--method {args.method}: not a diffusion method {DIFFUSION_METHODS}")
+    if getattr(args, "iters", None) is not None:
+        raise InputDataError("--iters sets ADMM-TV iterations; the diffusion methods take --steps")
     cls = DDS if method == "dds" else DiffusionMBIR
+    rough = _rough(y, operator, modality, geometry, rough_image)
+    problem = frame_problem(prior, y, operator, rough, affine, modality, getattr(args, "resample", "auto"))
+    scale, source = _scale(args, prior, rough, problem.framing, problem.notes)
+    for line in problem.notes:
+        logging.getLogger("diffrecon").warning(line.removeprefix("note: ").removeprefix("warning: "))
     kw = dict(seed=int(args.seed), image_scale=scale, chunk_size=int(args.chunk_size),
               progress=not args.quiet)
     for opt, key in (("steps", "steps"), ("lam", "lam"), ("rho", "rho"), ("cg_iters", "cg_iter")):
         if getattr(args, opt, None) is not None:
             kw[key] = getattr(args, opt)
-    if getattr(args, "iters", None) is not None:
-        raise InputDataError("--iters sets ADMM-TV iterations; the diffusion methods take --steps")
     if modality == "ct":
         preset = _ct_preset_args(geometry)
         if cls is DiffusionMBIR:
@@ -168,6 +250,11 @@ def solve(args, prior, y, operator, modality: str, geometry=None, rough_image=No
         solver = (cls.paper_ct if args.paper else cls.default_ct)(prior, **preset, **kw)
     else:
         solver = cls.paper_mri(prior, **kw)
-    x, rec = solver(y, operator, save_state=args.save_state, save_every=int(args.save_every),
+    x, rec = solver(problem.y, problem.operator, save_state=args.save_state, save_every=int(args.save_every),
                     resume=args.resume)
-    return x, {"prior": str(args.prior), "image_scale": scale, "solver": rec.to_dict()}
+    record = {"prior": str(args.prior), "image_scale": scale, "image_scale_from": source,
+              "resample": getattr(args, "resample", "auto"), "framing": problem.to_dict(),
+              "solver": rec.to_dict()}
+    if problem.notes:
+        record["notes"] = list(problem.notes)
+    return problem.to_volume(x), record

@@ -339,7 +339,10 @@ def run_reconstruct(args) -> int:
                 shared = maps.ndim == 3
                 op = MultiCoilMRI(maps, mask, real_input=True, n_slices=k.shape[0] if shared else None)
                 rough = zero_filled_rss(k) if args.image_scale == "auto" else None
-                img, extra = _diffusion.solve(args, prior, k, op, "mri", None, rough)
+                from ..operators.framing import slice_first_affine
+
+                affine = None if data.affine is None else slice_first_affine(data.affine, data.slice_axis)
+                img, extra = _diffusion.solve(args, prior, k, op, "mri", None, rough, affine=affine)
                 settings.update(extra)
             elif method == "sense":
                 settings.update(

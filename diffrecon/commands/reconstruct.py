@@ -212,7 +212,8 @@ def run(args) -> int:
             rough = None
             if args.image_scale == "auto":
                 rough = fbp(data.sinogram, operator_from_geometry(data.geometry).to(device))
-            vol, extra = _diffusion.solve(args, prior, data.sinogram, op, "ct", data.geometry, rough)
+            vol, extra = _diffusion.solve(args, prior, data.sinogram, op, "ct", data.geometry, rough,
+                                          affine=affine)
             settings.update(extra)
         else:
             from ..recon.classical import admm_tv

@@ -265,6 +265,29 @@ def check_options(args) -> None:
     args.device = str(device)
 
 
+def data_conventions(bank, args) -> dict:
+    """How the training slices were made (``orientation``, ``intensity``, ``framing``), for the prior's JSON:
+    ``--data`` volumes go through the MONAI pipeline (:func:`~diffrecon.datasets.framing.nifti_conventions`
+    of ``--axes`` and ``--percentiles``); a ``--bank`` records its own in ``bank.json`` (keys
+    ``orientation``, ``intensity``, ``framing``), else one written by ``diffrecon.datasets.bank`` gets the
+    head banks' (:func:`~diffrecon.datasets.framing.head_conventions`) and any other bank none."""
+    from ..datasets.framing import head_conventions, nifti_conventions
+
+    if not bank:
+        return nifti_conventions(tuple(args.axes), tuple(args.percentiles))
+    meta_file = pathlib.Path(bank) / "bank.json"
+    try:
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except (OSError, ValueError):
+        meta = {}
+    own = {k: meta[k] for k in ("orientation", "intensity", "framing") if isinstance(meta.get(k), dict)}
+    if own:
+        return own
+    if "diffrecon.datasets.synth" in str(meta.get("source", "")):
+        return head_conventions()
+    return {}
+
+
 def run(args) -> int:
     import numpy as np
     import torch
@@ -310,6 +333,9 @@ def run(args) -> int:
         )
     else:
         raise InputDataError("give --data (NIfTI files/folders) or --bank (slice shards)")
+    for key, value in data_conventions(bank, args).items():  # recorded in the prior's JSON (data.<key>)
+        if getattr(cfg, f"data_{key}", None) is None:
+            setattr(cfg, f"data_{key}", value)
     holdout = 0 if args.val_data else min(args.val_slices, max(1, slices.shape[0] // 10))
     source = SliceSource(slices, bank_dir=bank, holdout=holdout)
     if bank:

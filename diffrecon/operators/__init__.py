@@ -5,6 +5,7 @@ from .coils import birdcage_maps, espirit_maps
 from .cone import ConeBeam3D
 from .ct import FanBeam2D, ParallelBeam2D, operator_from_geometry
 from .elementary import FiniteDifference, Mask, MoveAxis
+from .framing import Framing, FramingOperator
 from .geometry import (
     ConeGeometry,
     FanGeometry,
@@ -37,6 +38,8 @@ __all__ = [
     "ConeGeometry",
     "FanGeometry",
     "FiniteDifference",
+    "Framing",
+    "FramingOperator",
     "Identity",
     "LinearOperator",
     "Mask",

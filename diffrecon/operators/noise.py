@@ -149,6 +149,12 @@ def estimate_sigma(cube: Tensor, per_band: bool = False) -> Tensor:
     natural images; the robust estimate is ``σ_b = median(|d|) / 0.6745`` (Donoho & Johnstone's
     MAD rule). Textured images bias it upwards slightly.
 
+    Not :func:`skimage.restoration.estimate_sigma`, which applies the same MAD rule to other
+    coefficients: the diagonal details of a Daubechies-2 transform (PyWavelets, symmetric boundary
+    extension), with exactly-zero coefficients dropped and the bands averaged as σ rather than σ². The
+    two agree on white noise and differ on textured cubes (``tests/test_framing.py``); this one stays
+    a few torch ops on the cube's device, with no host round trip and no PyWavelets dependency.
+
     Args:
         cube: ``(H, W, B)`` with H, W ≥ 2 (NaNs are rejected).
         per_band: return the ``(B,)`` vector instead of the scalar ``sqrt(mean_b σ_b²)``.

@@ -8,7 +8,9 @@ A **prior checkpoint** is two files with one stem:
   "architecture": {"type": …, "kwargs": …}, "schedule": {…}, "parameterisation": "eps"|"x0"|"v"|"score",
   "time_input": …, "data": {"range": [lo, hi], "scale": …, "shift": …, "image_shape": [C, H, W],
   "description": …}, "training": {…}, "diffrecon_version": …}`` (+ ``autoencoder`` and
-  ``scale_factor`` for latent priors).
+  ``scale_factor`` for latent priors). ``data`` may also record the training data's conventions
+  (:data:`CONVENTIONS`: ``orientation``, ``intensity``, ``framing``); priors without them load as before
+  and are then given the data as stored, with ``--image-scale`` 1 by default.
 
 :func:`load_prior` checks every step and raises :class:`~diffrecon.errors.CheckpointError` naming the
 file and the problem (missing file, unreadable/corrupt file, unknown architecture, missing or
@@ -33,6 +35,11 @@ from ..io.atomic import atomic_path, check_writable
 
 FORMAT = "diffrecon-prior"
 FORMAT_VERSION = 1
+#: optional ``data`` entries describing how the training images were made (read into
+#: ``prior.config["data_<key>"]``): ``orientation`` ({"axcodes": "RAS", "slice_axes": [0, 1, 2], …}),
+#: ``intensity`` ({"normalisation": "p99.9 -> 1", "percentile": 99.9, "range": [0, 1], …}) and ``framing``
+#: ({"threshold": 0.08, "margin_mm": 4.0}); see :mod:`diffrecon.datasets.framing`.
+CONVENTIONS = ("orientation", "intensity", "framing")
 
 
 def _stem(path: str | os.PathLike) -> pathlib.Path:
@@ -138,8 +145,12 @@ def _prior_config(prior) -> dict:
                 "latent_shape": list(d.image_shape) if d.image_shape else None,
             },
         )
+        for key in CONVENTIONS:
+            if prior.config.get(f"data_{key}") is not None:
+                cfg["data"][key] = prior.config[f"data_{key}"]
         for k, v in prior.config.items():
-            cfg.setdefault(k, v)
+            if not (k.startswith("data_") and k[5:] in CONVENTIONS):
+                cfg.setdefault(k, v)
     else:
         cfg = _diffusion_config(prior)
     cfg["diffrecon_version"] = __version__
@@ -171,9 +182,12 @@ def _diffusion_config(d) -> dict:
         },
         "training": d.config.get("training", {}),
     }
+    for key in CONVENTIONS:
+        if d.config.get(f"data_{key}") is not None:
+            cfg["data"][key] = d.config[f"data_{key}"]
     for k, v in d.config.items():
         if k not in ("architecture", "data_range", "data_description", "training", "stored_dtype",
-                     "autoencoder_architecture"):
+                     "autoencoder_architecture", *(f"data_{key}" for key in CONVENTIONS)):
             cfg.setdefault(k, v)
     return cfg
 
@@ -279,6 +293,9 @@ def prior_from_config(cfg: dict, net: nn.Module, autoencoder: nn.Module | None, 
     extra = {k: v for k, v in cfg.items() if k not in ("data",)}
     extra["data_range"] = data.get("range", [0.0, 1.0])
     extra["data_description"] = data.get("description", "")
+    for key in CONVENTIONS:  # training conventions (optional; priors written before them have none)
+        if data.get(key) is not None:
+            extra[f"data_{key}"] = data[key]
     try:
         if autoencoder is not None:
             diff = DiffusionPrior(

@@ -81,6 +81,11 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: bool = False
     data_description: str = ""
+    # training conventions recorded in the prior's JSON ``data`` (orientation, intensity, framing; see
+    # diffrecon.datasets.framing.head_conventions / nifti_conventions); None: not recorded
+    data_orientation: dict | None = None
+    data_intensity: dict | None = None
+    data_framing: dict | None = None
     # latent priors
     ae_architecture: dict | None = None
     ae_steps: int = 0
@@ -235,8 +240,16 @@ def build_prior(cfg: TrainConfig, network=None, shape=None) -> DiffusionPrior:
             "architecture": cfg.architecture,
             "data_description": cfg.data_description,
             "data_range": [0.0, 1.0],
+            **conventions_config(cfg),
         },
     )
+
+
+def conventions_config(cfg: TrainConfig) -> dict:
+    """The prior-config entries (``data_orientation``, ``data_intensity``, ``data_framing``) that the training
+    config records; :func:`~diffrecon.priors.checkpoint.save_prior` writes them to the JSON's ``data``."""
+    return {f"data_{k}": getattr(cfg, f"data_{k}") for k in ("orientation", "intensity", "framing")
+            if getattr(cfg, f"data_{k}", None) is not None}
 
 
 def sample_times(prior: DiffusionPrior, cfg: TrainConfig, b: int, g: torch.Generator) -> torch.Tensor:
@@ -629,6 +642,7 @@ def _train_latent(cfg, source, run, resume, device, progress, time_limit_s, expo
             config={
                 "autoencoder_architecture": cfg.ae_architecture,
                 "data_description": cfg.data_description,
+                **conventions_config(cfg),
             },
         )
         save_prior(lp, run / "ema_prior", overwrite=True)
