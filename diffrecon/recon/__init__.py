@@ -21,6 +21,8 @@ _LAZY = {
     "DDS": "diffusion",
     "DiffusionMBIR": "diffusion",
     "DPS": "diffusion",
+    "DiffPIR": "diffusion",
+    "DDRM": "diffusion",
     "DiffusionSolver": "diffusion",
     "SolverState": "diffusion",
     "SolveContext": "diffusion",

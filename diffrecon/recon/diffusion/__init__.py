@@ -1,4 +1,4 @@
-"""Diffusion solvers on one skeleton: DDS, DiffusionMBIR, DPS (and every method to come).
+"""Diffusion solvers on one skeleton: DDS, DiffusionMBIR, DPS, DiffPIR, DDRM (and every method to come).
 
 * :mod:`~.skeleton` — :class:`DiffusionSolver` (the timestep loop, chunked and counted network calls,
   guidance, seeded rank-independent noise, validation, records) and :class:`SolveContext`;
@@ -6,7 +6,7 @@
 * :mod:`~.records` — :class:`SolveRecord` and :class:`Reconstruction`, shared by every solver;
 * :class:`LocalComm` (from :mod:`diffrecon.comm`) — a single process's view of a sharded volume;
 * :mod:`~.backprojection` — the reference codes' π/(2N) back-projector and closing data step;
-* :mod:`~.dds`, :mod:`~.mbir`, :mod:`~.dps` — one method each.
+* :mod:`~.dds`, :mod:`~.mbir`, :mod:`~.dps`, :mod:`~.diffpir`, :mod:`~.ddrm` — one method each.
 
 A new method is one short file: a :class:`SolverState` dataclass and a :class:`DiffusionSolver`
 subclass with ``timesteps``, ``init_state``, ``step`` (and ``settings``); see
@@ -15,7 +15,9 @@ subclass with ``timesteps``, ``init_state``, ``step`` (and ``settings``); see
 
 from ...comm import LocalComm
 from .backprojection import BACKPROJECTORS, exact_equivalent, final_data_consistency, reference_data_weight
+from .ddrm import DDRM, DDRMState, SliceSVD, slice_svd
 from .dds import DDS, DDSState
+from .diffpir import DiffPIR, DiffPIRState, ProximalADMMTV
 from .dps import DPS, DPSState
 from .mbir import DiffusionMBIR, MBIRState
 from .records import Reconstruction, SolveRecord
@@ -25,23 +27,30 @@ from .state import STATE_FORMAT, SolverState
 __all__ = [
     "AXIS_NAMES",
     "BACKPROJECTORS",
+    "DDRM",
+    "DDRMState",
     "DDS",
     "DDSState",
     "DPS",
     "DPSState",
+    "DiffPIR",
+    "DiffPIRState",
     "DiffusionMBIR",
     "DiffusionSolver",
     "Guidance",
     "LocalComm",
     "MBIRState",
     "Prediction",
+    "ProximalADMMTV",
     "Reconstruction",
     "STATE_FORMAT",
     "SolveContext",
+    "SliceSVD",
     "SolveRecord",
     "SolverState",
     "exact_equivalent",
     "final_data_consistency",
     "reference_data_weight",
     "resolve_axes",
+    "slice_svd",
 ]
