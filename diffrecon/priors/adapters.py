@@ -18,6 +18,7 @@ exactly) and the parameterisation from its ``prediction_type``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -264,6 +265,20 @@ def diffusers_architecture(model: nn.Module, typ: str) -> dict:
     return {"type": typ, "config": cfg}
 
 
+@contextlib.contextmanager
+def _quiet_diffusers(diffusers):
+    """diffusers' own log lines (e.g. advice to install ``accelerate``) off while it builds or loads a
+    model: they concern how diffusers is installed, not the user's run, and its logger writes to the
+    ``sys.stderr`` it saw first rather than through diffrecon's logging."""
+    log = diffusers.utils.logging
+    before = log.get_verbosity()
+    log.set_verbosity_error()
+    try:
+        yield
+    finally:
+        log.set_verbosity(before)
+
+
 def build_diffusers(arch: dict) -> nn.Module:
     """Rebuild a wrapped diffusers network (:class:`DiffusersUNet`/:class:`DiffusersVAE`) from
     ``{"type": "diffusers.UNet2DModel"|"diffusers.AutoencoderKL", "config": {...}}`` with
@@ -276,7 +291,8 @@ def build_diffusers(arch: dict) -> nn.Module:
     diffusers = require("diffusers", "diffusers")
     name, wrapper = _DIFFUSERS[typ]
     try:
-        model = getattr(diffusers, name).from_config(dict(arch["config"]))
+        with _quiet_diffusers(diffusers):
+            model = getattr(diffusers, name).from_config(dict(arch["config"]))
     except Exception as exc:  # noqa: BLE001 - diffusers raises ValueError/TypeError/KeyError for bad configs
         raise CheckpointError(f"cannot build {typ} from its config: {exc}") from exc
     return wrapper(model)
@@ -295,8 +311,10 @@ def from_diffusers(
         if not (root / part).is_dir():
             raise CheckpointError(f"no diffusers folder at {root} (missing {root / part}/)")
     try:
-        unet = diffusers.UNet2DModel.from_pretrained(str(root / "unet"), local_files_only=True)
-        scheduler = diffusers.DDPMScheduler.from_pretrained(str(root / "scheduler"), local_files_only=True)
+        with _quiet_diffusers(diffusers):
+            unet = diffusers.UNet2DModel.from_pretrained(str(root / "unet"), local_files_only=True)
+            scheduler = diffusers.DDPMScheduler.from_pretrained(str(root / "scheduler"),
+                                                                local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - diffusers raises OSError/ValueError/EnvironmentError
         raise CheckpointError(f"cannot load diffusers components from {root}: {_first_line(exc)}") from exc
     sched = VPSchedule(alphas_cumprod=torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64))
@@ -319,7 +337,8 @@ def from_diffusers(
     if not latent:
         return diff.to(device).eval()
     try:
-        vae = diffusers.AutoencoderKL.from_pretrained(str(root / "vae"), local_files_only=True)
+        with _quiet_diffusers(diffusers):
+            vae = diffusers.AutoencoderKL.from_pretrained(str(root / "vae"), local_files_only=True)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"cannot load the VAE from {root / 'vae'}: {_first_line(exc)}") from exc
     scale = float(getattr(vae.config, "scaling_factor", 1.0))
